@@ -1,0 +1,69 @@
+# niche: `make` builds the native static port; `make test` installs what
+# the tests need and runs them all. See README.md.
+BUILD    ?= build
+VENV     := $(BUILD)/venv
+PY       := $(VENV)/bin/python
+ZIG_ENV  := ZIG_GLOBAL_CACHE_DIR=$(abspath $(BUILD)/zig-cache) ZIG_LOCAL_CACHE_DIR=$(abspath $(BUILD)/zig-cache/local)
+ZIGCC    := $(ZIG_ENV) $(PY) -m ziglang cc
+NATIVE_TARGET := $(shell uname -m | sed -e 's/^armv7.*/arm-linux-musleabihf/' -e 's/^armv6.*/arm-linux-musleabihf/' -e 's/^aarch64$$/aarch64-linux-musl/' -e 's/^x86_64$$/x86_64-linux-musl/')
+
+CFLAGS   := -std=gnu11 -D_GNU_SOURCE -Os -Wall -Wextra -Werror -fno-ident \
+            -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables \
+            -Iport -Iport/gen
+LDFLAGS  := -static -s -Wl,--gc-sections -Wl,--build-id=none
+SRCS     := $(sort $(wildcard port/*.c port/call/*.c port/gen/*.c))
+HDRS     := $(wildcard port/*.h port/gen/*.h)
+GEN_IN   := port/calls.spec port/constants.spec tools/gen.py
+GEN_OUT  := port/gen/calls.h port/gen/calls.c port/gen/constants.c agent/niche/_calls.py docs/calls.md
+
+BOOTSTRAP_APT ?=
+
+.PHONY: all gen cross test bench fuzz demo clean bootstrap lint
+all: $(BUILD)/native/niche-port
+
+bootstrap: $(BUILD)/.bootstrap
+$(BUILD)/.bootstrap: tools/bootstrap.sh requirements-dev.txt pyproject.toml
+	tools/bootstrap.sh $(BOOTSTRAP_APT)
+	@touch $@
+
+$(BUILD)/native/niche-port: $(SRCS) $(HDRS) $(BUILD)/.bootstrap
+	@mkdir -p $(@D)
+	$(ZIGCC) -target $(NATIVE_TARGET) $(CFLAGS) $(LDFLAGS) -o $@ $(SRCS)
+	@ls -l $@ | awk '{print "niche-port: " $$5 " bytes"}'
+
+# Cross builds: fully static, stripped, reproducible musl binaries.
+CROSS_TRIPLES := armv6-linux-musleabihf armv7-linux-musleabihf aarch64-linux-musl
+ZIG_TARGET_armv6-linux-musleabihf := -target arm-linux-musleabihf -mcpu=arm1176jzf_s
+ZIG_TARGET_armv7-linux-musleabihf := -target arm-linux-musleabihf -mcpu=cortex_a8
+ZIG_TARGET_aarch64-linux-musl     := -target aarch64-linux-musl
+cross: $(BUILD)/native/niche-port $(foreach t,$(CROSS_TRIPLES),$(BUILD)/$(t)/niche-port)
+	@for f in $^; do printf '%-44s %7d bytes\n' $$f $$(stat -c %s $$f); done
+
+$(BUILD)/%/niche-port: $(SRCS) $(HDRS) $(BUILD)/.bootstrap
+	@mkdir -p $(@D)
+	$(ZIGCC) $(ZIG_TARGET_$*) $(CFLAGS) $(LDFLAGS) -o $@ $(SRCS)
+
+gen:
+	python3 tools/gen.py
+
+lint: $(BUILD)/.bootstrap
+	$(VENV)/bin/ruff check agent tests tools bench
+
+test: all
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc = 5 ]; then echo "make test: no test ran: that is a failure" >&2; fi; exit $$rc
+
+bench: all
+	$(PY) bench/run.py
+
+fuzz: all
+	$(PY) -m pytest -q tests/port/test_fuzz.py $(PYTEST_ARGS)
+
+demo:
+	@echo "make demo arrives with the MQTT agent (issue: niche-agent)." >&2; exit 2
+
+clean:
+	rm -rf $(BUILD)/native $(BUILD)/*-linux-* bench/results/*.tmp
+
+-include bench/bench.mk
+-include vm/vm.mk

@@ -1,0 +1,34 @@
+/* niche-port: start the event loop of the port process (depth 0). */
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "niche.h"
+
+int niche_maxchild(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 1020;
+    long n = (long)rl.rlim_cur / 4 - 4; /* as alcove: 4 descriptors a child */
+    return n < 0 ? 0 : n > 0x7fffffff ? 0x7fffffff : (int)n;
+}
+
+int main(void)
+{
+    /* Descriptors 0-2 must exist, or a pipe would land on them. */
+    for (int fd = 0; fd < 3; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
+            return 111;
+    signal(SIGPIPE, SIG_IGN); /* a write to a gone peer is EPIPE, not death */
+    static struct niche_state s = {
+        .maxforkdepth = 16, .exit_status = 1, .termsig = 1, .flowcontrol = -1,
+        .signaloneof = SIGTERM,
+    };
+    s.maxchild = niche_maxchild();
+    sigemptyset(&s.sigmask);
+    sigaddset(&s.sigmask, SIGCHLD);
+    niche_init(&s, 0, 1, 0);
+    niche_loop(&s);
+}
