@@ -1,0 +1,519 @@
+"""``niche.Port``: the alcove API in Python, over a niche-port process.
+
+Threads share one connection. There is no background thread: whichever
+caller is waiting for something (a reply, output, an event) reads the
+port's stdout and hands out what it reads to the others (leader/followers),
+so a call made from a single thread costs one write and one read.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import select
+import shlex
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import protocol as _p
+from . import results as _r
+from ._calls import CALLS, PortCalls, ProcessCalls
+from .results import ChildProc, Rlimit
+
+Chain = Sequence[int]
+Constant = int | str | bytes | Sequence[int | str | bytes]
+Event = tuple[Any, ...]
+
+__all__ = [
+    "BadPid", "Chain", "ChildProc", "Constant", "Event", "Port", "PortClosed", "PortError",
+    "Process", "ProcessExited", "ProtocolError", "Rlimit", "Undefined",
+]
+
+START_TIMEOUT = 10.0
+STDIN_WINDOW = 4  # pieces of STDIN_CHUNK in flight per stdin() call
+
+
+class PortError(Exception):
+    """Something went wrong with the port rather than with a system call."""
+
+
+class BadPid(PortError):
+    """A PID of the chain is not a child of its parent, or has exec'd or exited."""
+
+
+class Undefined(PortError):
+    """The call is filtered in that process, or not supported on this platform."""
+
+
+class PortClosed(PortError):
+    """The port process is gone; every pending and later call raises this."""
+
+
+class ProcessExited(PortError):
+    """The process died while a call to it was in flight."""
+
+    def __init__(self, message: str, event: Event | None = None) -> None:
+        super().__init__(message)
+        self.event = event
+
+
+class ProtocolError(PortError):
+    """The port could not make sense of what it was sent (a bug, or a bad frame)."""
+
+
+_CALL_NAMES = {v: k for k, v in CALLS.items()}
+
+
+def find_port(progname: str | os.PathLike[str] | None = None) -> str:
+    """The niche-port binary: ``progname``, $NICHE_PORT, the installed
+    package data, then build/native/niche-port of a source checkout."""
+    if progname:
+        return os.fspath(progname)
+    if os.environ.get("NICHE_PORT"):
+        return os.environ["NICHE_PORT"]
+    here = Path(__file__).resolve().parent
+    for cand in (here / "bin" / "niche-port", here.parents[1] / "build" / "native" / "niche-port"):
+        if os.access(cand, os.X_OK):
+            return str(cand)
+    raise PortError("no niche-port binary found: run `make`, pass progname= or set NICHE_PORT")
+
+
+class _Waiter:
+    __slots__ = ("chain", "done", "status", "value", "exc")
+
+    def __init__(self, chain: tuple[int, ...]) -> None:
+        self.chain = chain
+        self.done = False
+        self.status = 0
+        self.value: Any = None
+        self.exc: BaseException | None = None
+
+
+class Port(PortCalls):
+    """A running niche-port. Every call takes the fork chain first.
+
+    ``Port(progname=None, exec_prefix=None, env=None, **options)`` starts the
+    port as a child process (``exec_prefix`` e.g. ``"sudo -n"``);
+    ``Port(serial="/dev/ttyUSB0", baudrate=115200)`` talks to a port whose
+    stdio is a serial line (any pyserial URL). ``options`` are port options
+    set on the port process at start (``maxchild=8``, ``maxforkdepth=4``).
+    """
+
+    def __init__(
+        self,
+        progname: str | os.PathLike[str] | None = None,
+        exec_prefix: str | Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        *,
+        serial: str | None = None,
+        baudrate: int = 115200,
+        start_timeout: float = START_TIMEOUT,
+        **options: int,
+    ) -> None:
+        self._ids = itertools.count(1)
+        self._wlock = threading.Lock()
+        self._rlock = threading.Lock()
+        self._cv = threading.Condition(threading.Lock())
+        self._pending: dict[int, _Waiter] = {}
+        self._out: dict[tuple[int, ...], bytearray] = {}
+        self._err: dict[tuple[int, ...], bytearray] = {}
+        self._events: dict[tuple[int, ...], deque[Event]] = {}
+        self._decoder = _p.Decoder()
+        self._hello: _p.Hello | None = None
+        self._closed: PortClosed | None = None
+        self.protocol_errors: list[str] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._serial: Any = None
+        self.pid = 0
+        if serial is not None:
+            self._open_serial(serial, baudrate)
+        else:
+            self._spawn(progname, exec_prefix, env)
+        try:
+            self._handshake(start_timeout)
+            self.pid = self.getpid([], timeout=start_timeout)
+            for name, value in options.items():
+                if not self.setopt([], name, value, timeout=start_timeout):
+                    raise ValueError(f"unknown port option or bad value: {name}={value!r}")
+        except BaseException:
+            self.close(timeout=1)
+            raise
+        self.root = Process(self, ())
+
+    # --- transport ----------------------------------------------------
+
+    def _spawn(self, progname: Any, exec_prefix: Any, env: dict[str, str] | None) -> None:
+        prefix = shlex.split(exec_prefix) if isinstance(exec_prefix, str) else list(exec_prefix or [])
+        argv = [*prefix, find_port(progname)]
+        try:
+            # Own session: a Ctrl-C meant for Python does not kill the tree
+            # before close() can shut it down in order.
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                start_new_session=True, bufsize=0,
+            )
+        except OSError as e:
+            raise PortError(f"cannot start {argv[0]}: {e}") from e
+        assert self._proc.stdin and self._proc.stdout
+        self._wfd = self._proc.stdin.fileno()
+        self._rfd = self._proc.stdout.fileno()
+        os.set_blocking(self._wfd, False)
+
+    def _open_serial(self, url: str, baudrate: int) -> None:
+        import serial  # pyserial: only needed for this transport
+
+        try:
+            self._serial = serial.serial_for_url(url, baudrate=baudrate, timeout=0)
+        except (serial.SerialException, ValueError) as e:
+            raise PortError(f"cannot open serial line {url}: {e}") from e
+        self._rfd = self._wfd = self._serial.fileno()
+        os.set_blocking(self._wfd, False)
+        self._serial.reset_input_buffer()
+
+    def _handshake(self, timeout: float) -> None:
+        self._send(_p.encode_hello())
+        deadline = time.monotonic() + timeout
+        if not self._wait_for(lambda: self._hello is not None, deadline):
+            where = f"serial line {self._serial.name}" if self._serial else "niche-port"
+            raise PortError(f"no niche port answered on {where} within {timeout:g} s")
+        assert self._hello is not None
+        if self._hello.version != _p.PROTO_VERSION:
+            raise PortError(
+                f"the port speaks protocol version {self._hello.version} "
+                f"(niche-port {self._hello.port_version}); this niche speaks "
+                f"{_p.PROTO_VERSION}: install matching versions"
+            )
+
+    def _send(self, data: bytes) -> None:
+        """Write a whole frame. Never blocks for good while the port is
+        itself blocked writing to us: waiting writers read in between."""
+        view = memoryview(data)
+        with self._wlock:
+            while view:
+                if self._closed:
+                    raise self._closed
+                try:
+                    n = os.write(self._wfd, view)
+                    view = view[n:]
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError as e:  # EPIPE: the port is gone
+                    self._set_closed(f"cannot write to the port: {e}")
+                    raise self._closed from e  # type: ignore[misc]
+                if self._rlock.acquire(blocking=False):
+                    try:
+                        r, w, _ = select.select([self._rfd], [self._wfd], [], 1.0)
+                        if r:
+                            self._read_some(None)
+                    finally:
+                        self._release_reader()
+                else:
+                    select.select([], [self._wfd], [], 0.05)
+
+    # --- reading: leader/followers --------------------------------------
+
+    def _release_reader(self) -> None:
+        with self._cv:
+            self._rlock.release()
+            self._cv.notify_all()
+
+    def _read_some(self, deadline: float | None) -> None:
+        """Read once (the caller holds _rlock) and dispatch what arrived."""
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if not select.select([self._rfd], [], [], max(left, 0))[0]:
+                return
+        try:
+            data = os.read(self._rfd, 1 << 18)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            data = b""
+            why = f"reading from the port failed: {e}"
+        else:
+            why = "the port exited"
+        if not data:
+            self._set_closed(why)
+            return
+        try:
+            msgs = self._decoder.feed(data)
+        except _p.CodecError as e:
+            self._set_closed(f"the port sent a malformed frame: {e}")
+            return
+        with self._cv:
+            for m in msgs:
+                self._dispatch(m)
+            self._cv.notify_all()
+
+    def _wait_for(self, cond: Callable[[], bool], deadline: float | None) -> bool:
+        """Wait until cond() (checked under _cv) holds, reading the port if
+        no other thread is. False when the deadline passed."""
+        while True:
+            with self._cv:
+                while True:
+                    if cond():
+                        return True
+                    if self._closed:
+                        raise self._closed
+                    if self._rlock.acquire(blocking=False):
+                        break
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._cv.wait(left)
+            try:
+                self._read_some(deadline)
+            finally:
+                self._release_reader()
+            if deadline is not None and time.monotonic() >= deadline:
+                with self._cv:
+                    return cond()
+
+    def _dispatch(self, m: _p.Message) -> None:  # under _cv
+        if isinstance(m, _p.Reply):
+            w = self._pending.pop(m.id, None)
+            if w is not None:
+                w.status, w.value, w.done = m.status, m.value, True
+        elif isinstance(m, _p.Output):
+            bufs = self._out if m.stream == _p.STDOUT else self._err
+            bufs.setdefault(m.chain, bytearray()).extend(m.data)
+        elif isinstance(m, _p.Event):
+            if not m.gone:
+                self._events.setdefault(m.chain, deque()).append(m.event)
+                return
+            n = len(m.chain)
+            for rid, w in list(self._pending.items()):
+                if w.chain[:n] == m.chain:
+                    del self._pending[rid]
+                    w.exc = ProcessExited(f"process {list(m.chain)} exited: {m.event}", m.event)
+                    w.done = True
+        elif isinstance(m, _p.Hello):
+            self._hello = m
+        else:
+            self.protocol_errors.append(m.message)
+
+    def _set_closed(self, why: str) -> None:
+        with self._cv:
+            if self._closed is None:
+                self._closed = PortClosed(why)
+            for w in self._pending.values():
+                w.exc, w.done = self._closed, True
+            self._pending.clear()
+            self._cv.notify_all()
+
+    # --- calls ----------------------------------------------------------
+
+    def _start(self, chain: tuple[int, ...], call: int, args: Sequence[bytes]) -> tuple[int, _Waiter]:
+        w = _Waiter(chain)
+        with self._cv:
+            if self._closed:
+                raise self._closed
+            rid = next(self._ids) & 0xFFFFFFFF
+            self._pending[rid] = w
+        self._send(_p.encode_call(rid, chain, call, args))
+        return rid, w
+
+    def _finish(self, rid: int, w: _Waiter, call: int, decode: Callable[[Any], Any],
+                deadline: float | None) -> Any:
+        if not self._wait_for(lambda: w.done, deadline):
+            with self._cv:
+                self._pending.pop(rid, None)
+            raise TimeoutError(f"{_CALL_NAMES.get(call, call)}: no reply from {list(w.chain)}")
+        if w.exc is not None:
+            raise w.exc
+        if w.status == _p.ST_OK:
+            return decode(w.value)
+        raise self._error(call, w)
+
+    def _call(self, chain: Chain, call: int, args: Sequence[bytes],
+              decode: Callable[[Any], Any], timeout: float | None) -> Any:
+        deadline = _deadline(timeout)
+        rid, w = self._start(_p.check_chain(chain), call, args)
+        return self._finish(rid, w, call, decode, deadline)
+
+    @staticmethod
+    def _error(call: int, w: _Waiter) -> BaseException:
+        name = _CALL_NAMES.get(call, str(call))
+        msg = w.value.decode(errors="replace") if isinstance(w.value, bytes) else str(w.value)
+        if w.status == _p.ST_ERRNO:
+            num = getattr(errno, msg.upper(), None)
+            if num is None:
+                return OSError(f"{name}: {msg} (an errno unknown on this host)")
+            e = OSError(num, os.strerror(num))
+            e.add_note(f"niche: {name} in process {list(w.chain)}")
+            return e
+        if w.status == _p.ST_BADPID:
+            return BadPid(f"{name}: {list(w.chain)}: {msg}")
+        if w.status == _p.ST_UNDEF:
+            return Undefined(f"{name}: {msg}")
+        return ProtocolError(f"{name}: {msg}")
+
+    # --- standard I/O and events ----------------------------------------
+
+    def stdin(self, chain: Chain, data: bytes | bytearray | memoryview, *,
+              timeout: float | None = None) -> None:
+        """Write all of data to the exec'd process's stdin, in order. Blocks
+        (back-pressure) while the process does not read; on timeout raises
+        TimeoutError whose ``written`` is the number of bytes delivered."""
+        if isinstance(data, str):
+            raise TypeError("stdin data must be bytes, not str (encode it)")
+        view = memoryview(bytes(data) if not isinstance(data, bytes) else data)
+        chain_t = _p.check_chain(chain)
+        deadline = _deadline(timeout)
+        inflight: deque[tuple[int, _Waiter, int]] = deque()
+        written = off = 0
+
+        def settle() -> None:
+            nonlocal written
+            rid, w, n = inflight.popleft()
+            try:
+                self._finish(rid, w, CALLS["stdin"], _r.ok, deadline)
+            except TimeoutError as e:
+                e.written = written  # type: ignore[attr-defined]
+                raise
+            written += n
+
+        try:
+            while True:
+                piece = view[off : off + _p.STDIN_CHUNK]
+                if len(inflight) >= STDIN_WINDOW:
+                    settle()
+                inflight.append((*self._start(chain_t, CALLS["stdin"], (_p.term_bytes(piece.tobytes()),)), len(piece)))
+                off += len(piece)
+                if off >= len(view):
+                    break
+            while inflight:
+                settle()
+        finally:
+            with self._cv:  # on an error, stop waiting for the rest
+                for rid, _, _ in inflight:
+                    self._pending.pop(rid, None)
+
+    def _take(self, bufs: dict[tuple[int, ...], bytearray], chain: Chain, timeout: float) -> bytes:
+        key = _p.check_chain(chain)
+        deadline = time.monotonic() + max(timeout, 0)
+        self._wait_for(lambda: bool(bufs.get(key)), deadline)
+        with self._cv:
+            got = bufs.pop(key, None)
+        return bytes(got) if got else b""
+
+    def stdout(self, chain: Chain, timeout: float = 0) -> bytes:
+        """Output of the exec'd process that arrived within timeout seconds,
+        joined; b"" when none did."""
+        return self._take(self._out, chain, timeout)
+
+    def stderr(self, chain: Chain, timeout: float = 0) -> bytes:
+        """Standard error of the process that arrived within timeout seconds."""
+        return self._take(self._err, chain, timeout)
+
+    def event(self, chain: Chain, timeout: float = 0) -> Event | None:
+        """The next event of the process: ("exit_status", n), ("termsig",
+        name), ("signal", name, info) or ("fd", fd, data); None on timeout."""
+        key = _p.check_chain(chain)
+        deadline = time.monotonic() + max(timeout, 0)
+        self._wait_for(lambda: bool(self._events.get(key)), deadline)
+        with self._cv:
+            q = self._events.get(key)
+            if not q:
+                return None
+            ev = q.popleft()
+            if not q:
+                del self._events[key]
+            return ev
+
+    # --- lifecycle ------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close the port's stdin: every process of the tree signals its
+        exec'd children (signaloneof) and exits. Waits for the port to exit."""
+        with self._wlock:
+            if self._wfd >= 0 and self._serial is None and self._proc and self._proc.stdin:
+                self._proc.stdin.close()
+            self._wfd = -1 if self._serial is None else self._wfd
+        deadline = time.monotonic() + timeout
+        if self._serial is not None:
+            self._serial.close()
+            self._set_closed("the port was closed")
+            return
+        try:
+            self._wait_for(lambda: False, deadline)  # drain output until EOF
+        except PortClosed:
+            pass
+        proc = self._proc
+        if proc is not None:
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9) if _alive(proc) else None
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        self._set_closed("the port was closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    def __enter__(self) -> Port:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"<niche.Port pid={self.pid} {state}>"
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    return time.monotonic() + timeout
+
+
+class Process(ProcessCalls):
+    """A handle on one process of the tree: the port and a fork chain."""
+
+    __slots__ = ("port", "chain")
+
+    def __init__(self, port: Port, chain: Chain) -> None:
+        self.port = port
+        self.chain = tuple(chain)
+
+    @property
+    def pid(self) -> int:
+        return self.chain[-1] if self.chain else self.port.pid
+
+    def fork(self, *, timeout: float | None = None) -> Process:  # type: ignore[override]
+        """fork(2) a child running the event loop; returns its handle."""
+        return Process(self.port, (*self.chain, self.port.fork(self.chain, timeout=timeout)))
+
+    def clone(self, flags: Constant, *, timeout: float | None = None) -> Process:  # type: ignore[override]
+        """clone(2) a child into new namespaces (CLONE_* flags); returns its handle."""
+        return Process(self.port, (*self.chain, self.port.clone(self.chain, flags, timeout=timeout)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Process) and other.port is self.port and other.chain == self.chain
+
+    def __hash__(self) -> int:
+        return hash((id(self.port), self.chain))
+
+    def __repr__(self) -> str:
+        return f"<niche.Process chain={list(self.chain)}>"

@@ -1,0 +1,298 @@
+"""The wire protocol of docs/protocol.md, sans-IO: bytes in, messages out.
+
+Nothing here touches a process or a descriptor, so the codec is tested and
+fuzzed on its own (tests/test_protocol.py).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAGIC = b"NC"
+PROTO_VERSION = 1
+HEADER = struct.Struct(">2sBBI")
+HDR = HEADER.size
+MAX_FRAME = 256 * 1024 + 1024  # frames sent down; see port/niche.h
+STDIN_CHUNK = 64 * 1024
+
+# frame types
+CALL, HELLO = 0x01, 0x02
+UP_HELLO, REPLY, STDOUT, STDERR, EVENT, GONE, PROTOERR = range(0x81, 0x88)
+UP_TYPES = frozenset(range(0x81, 0x88))
+
+# reply status
+ST_OK, ST_ERRNO, ST_BADPID, ST_UNDEF, ST_BADARG = range(5)
+
+INT64 = struct.Struct(">q")
+U32 = struct.Struct(">I")
+_CALLHDR = struct.Struct(">IH")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class CodecError(ValueError):
+    """The port sent something that is not a frame of this protocol."""
+
+
+# --- terms ---------------------------------------------------------------
+
+
+def term_int(v: int) -> bytes:
+    return b"i" + INT64.pack(v)
+
+
+def term_bytes(v: bytes) -> bytes:
+    return b"b" + U32.pack(len(v)) + v
+
+
+def term_list(items: Sequence[bytes]) -> bytes:
+    return b"l" + U32.pack(len(items)) + b"".join(items)
+
+
+def term_name(v: bytes) -> bytes:
+    return b"c" + U32.pack(len(v)) + v
+
+
+def decode_term(buf: bytes | bytearray, off: int = 0, end: int | None = None) -> tuple[Any, int]:
+    """One term at ``off`` (ending by ``end``): its value (int, bytes, list
+    or None) and the next offset."""
+    if end is None:
+        end = len(buf)
+    if off >= end:
+        raise CodecError("truncated term")
+    tag = buf[off]
+    off += 1
+    if tag == 0x69:  # i
+        if off + 8 > end:
+            raise CodecError("truncated integer")
+        return INT64.unpack_from(buf, off)[0], off + 8
+    if tag in (0x62, 0x63):  # b, c
+        if off + 4 > end:
+            raise CodecError("truncated length")
+        n = U32.unpack_from(buf, off)[0]
+        off += 4
+        if off + n > end:
+            raise CodecError("truncated bytes")
+        return bytes(buf[off : off + n]), off + n
+    if tag == 0x6C:  # l
+        if off + 4 > end:
+            raise CodecError("truncated list")
+        n = U32.unpack_from(buf, off)[0]
+        off += 4
+        if n > end - off:
+            raise CodecError("list longer than its frame")
+        items = []
+        for _ in range(n):
+            v, off = decode_term(buf, off, end)
+            items.append(v)
+        return items, off
+    if tag == 0x6E:  # n
+        return None, off
+    raise CodecError(f"unknown term tag {tag:#x}")
+
+
+# --- arguments: Python values to terms, checked before anything is sent ---
+
+
+def _name(v: Any) -> str:
+    return type(v).__name__
+
+
+def arg_int(v: Any, name: str) -> bytes:
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, not {_name(v)}")
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise ValueError(f"{name} is out of the 64-bit range: {v}")
+    return term_int(v)
+
+
+def _fsbytes(v: Any, name: str) -> bytes:
+    if isinstance(v, str):
+        return os.fsencode(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    raise TypeError(f"{name} must be str or bytes, not {_name(v)}")
+
+
+def arg_str(v: Any, name: str) -> bytes:
+    b = _fsbytes(v, name)
+    if b"\0" in b:
+        raise ValueError(f"{name} contains a NUL byte")
+    return term_bytes(b)
+
+
+def arg_bytes(v: Any, name: str) -> bytes:
+    if isinstance(v, str):
+        raise TypeError(f"{name} must be bytes, not str (encode it)")
+    return term_bytes(_fsbytes(v, name))
+
+
+def arg_strv(v: Any, name: str) -> bytes:
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+        raise TypeError(f"{name} must be a list of str or bytes, not {_name(v)}")
+    return term_list([arg_str(x, f"{name}[{i}]") for i, x in enumerate(v)])
+
+
+def _const1(v: Any, name: str) -> bytes:
+    if isinstance(v, bool):
+        raise TypeError(f"{name}: a constant is a name or an int, not bool")
+    if isinstance(v, int):
+        return arg_int(v, name)
+    if isinstance(v, (str, bytes)):
+        b = v.encode() if isinstance(v, str) else v
+        if not b or len(b) > 63 or not b.replace(b"_", b"").isalnum():
+            raise ValueError(f"{name}: not a constant name: {v!r}")
+        return term_name(b)
+    raise TypeError(f"{name}: a constant is a name, an int or a list of them, not {_name(v)}")
+
+
+def arg_const(v: Any, name: str, family: str) -> bytes:
+    """A constant of ``family``: a name (resolved by the port), an int, or a list (OR'ed)."""
+    if isinstance(v, (list, tuple)):
+        return term_list([_const1(x, name) for x in v])
+    return _const1(v, name)
+
+
+# --- frames ----------------------------------------------------------------
+
+
+def check_chain(chain: Any) -> tuple[int, ...]:
+    if isinstance(chain, (str, bytes)) or not isinstance(chain, Sequence):
+        raise TypeError(f"the fork chain must be a list of PIDs, not {_name(chain)}")
+    t = tuple(chain)
+    if len(t) > 255:
+        raise ValueError("the fork chain is longer than 255 processes")
+    for p in t:
+        if not isinstance(p, int) or isinstance(p, bool):
+            raise TypeError(f"a PID in the fork chain must be an int, not {_name(p)}")
+        if not 0 < p < 2**31:
+            raise ValueError(f"not a PID: {p}")
+    return t
+
+
+def frame(ftype: int, chain: tuple[int, ...], body: bytes) -> bytes:
+    n = len(chain)
+    return HEADER.pack(MAGIC, ftype, n, 4 * n + len(body)) + struct.pack(f">{n}i", *chain) + body
+
+
+def encode_call(req_id: int, chain: tuple[int, ...], call: int, args: Sequence[bytes]) -> bytes:
+    f = frame(CALL, chain, _CALLHDR.pack(req_id, call) + b"".join(args))
+    if len(f) > MAX_FRAME:
+        raise ValueError(f"call of {len(f)} bytes is over the frame limit of {MAX_FRAME}")
+    return f
+
+
+def encode_hello() -> bytes:
+    return frame(HELLO, (), struct.pack(">H", PROTO_VERSION))
+
+
+# --- messages from the port ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    port_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    chain: tuple[int, ...]
+    id: int
+    status: int
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    chain: tuple[int, ...]
+    stream: int  # STDOUT or STDERR
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    chain: tuple[int, ...]
+    event: tuple[Any, ...]
+    gone: bool  # a GONE frame: the process is gone for good
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    chain: tuple[int, ...]
+    message: str
+
+
+Message = Hello | Reply | Output | Event | ProtocolError
+
+
+def event_tuple(v: Any) -> tuple[Any, ...]:
+    """A decoded EVENT/GONE list to the tuple users see: names are str."""
+    if not isinstance(v, list) or not v or not isinstance(v[0], bytes):
+        raise CodecError(f"malformed event {v!r}")
+    name = v[0].decode()
+    rest = list(v[1:])
+    if name in ("termsig", "signal") and rest and isinstance(rest[0], bytes):
+        rest[0] = rest[0].decode()
+    return (name, *rest)
+
+
+class Decoder:
+    """Feed it bytes from the port; it returns whole messages.
+
+    Garbage before a frame (a serial line's boot noise) is skipped up to the
+    next magic and counted in ``skipped``.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.skipped = 0
+
+    def feed(self, data: bytes) -> list[Message]:
+        buf = self._buf
+        buf += data
+        out: list[Message] = []
+        off = 0
+        n = len(buf)
+        while n - off >= HDR:
+            magic, ftype, depth, length = HEADER.unpack_from(buf, off)
+            if magic != MAGIC or ftype not in UP_TYPES or depth * 4 > length:
+                nxt = buf.find(b"NC", off + 1)
+                nxt = nxt if nxt >= 0 else max(n - 1, off + 1)
+                self.skipped += nxt - off
+                off = nxt
+                continue
+            end = off + HDR + length
+            if end > n:
+                break
+            body = off + HDR + 4 * depth
+            chain = struct.unpack_from(f">{depth}i", buf, off + HDR) if depth else ()
+            out.append(self._message(ftype, chain, buf, body, end))
+            off = end
+        if off:
+            del buf[:off]
+        return out
+
+    @staticmethod
+    def _message(ftype: int, chain: tuple[int, ...], buf: bytearray, b: int, end: int) -> Message:
+        if ftype == REPLY:
+            if end - b < 6:
+                raise CodecError("short reply")
+            req_id, status = struct.unpack_from(">IB", buf, b)
+            value, off = decode_term(buf, b + 5, end)
+            if off != end:
+                raise CodecError("trailing bytes after a reply")
+            return Reply(chain, req_id, status, value)
+        if ftype in (STDOUT, STDERR):
+            return Output(chain, ftype, bytes(buf[b:end]))
+        if ftype in (EVENT, GONE):
+            value, _ = decode_term(buf, b, end)
+            return Event(chain, event_tuple(value), ftype == GONE)
+        if ftype == UP_HELLO:
+            if end - b < 2:
+                raise CodecError("short hello")
+            return Hello(struct.unpack_from(">H", buf, b)[0], bytes(buf[b + 2 : end]).decode())
+        return ProtocolError(chain, bytes(buf[b:end]).decode(errors="replace"))
