@@ -75,6 +75,7 @@ APT::Architecture "amd64";
 APT::Architectures {{ "amd64"; "arm64"; "armhf"; "armel"; }};
 Acquire::Languages "none";
 Debug::NoLocking "true";
+APT::Sandbox::User "root";
 """)
 
 
