@@ -39,7 +39,8 @@ def aptconf(d):
                 fields[k.strip().lower()] = v.strip()
             if "debian" not in fields.get("signed-by", "") + fields.get("uris", ""):
                 continue
-            if "deb" not in fields.get("types", "").split() or "main" not in fields.get("components", ""):
+            if ("deb" not in fields.get("types", "").split()
+                    or "main" not in fields.get("components", "")):
                 continue
             stanzas.append(fields)
     # one-line sources.list, too (older systems)

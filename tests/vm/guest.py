@@ -56,8 +56,29 @@ def qemu_problem(arch: str) -> str | None:
         return f"{binary} not found (make vm-deps installs qemu-system-x86/qemu-system-arm)"
     cfg = VMDIR / arch / "guest.json"
     if not cfg.exists():
-        return f"{cfg.relative_to(ROOT) if cfg.is_relative_to(ROOT) else cfg} missing (make vm-prep builds it)"
+        shown = cfg.relative_to(ROOT) if cfg.is_relative_to(ROOT) else cfg
+        return f"{shown} missing (make vm-prep builds it)"
     return None
+
+
+def qemu_user(arch: str) -> list[str] | None:
+    """The qemu-user command prefix for a guest's port binary (None: native)."""
+    return {
+        "arm64": ["qemu-aarch64-static", "-cpu", "cortex-a53"],
+        "armhf": ["qemu-arm-static", "-cpu", "cortex-a8"],
+        "raspi0": ["qemu-arm-static", "-cpu", "arm1176"],
+    }.get(arch)
+
+
+def port_binary(arch: str) -> Path:
+    """The port binary that goes into this guest (build/vm/ARCH/guest.json),
+    or the cross build of `make cross` when the guest is not assembled."""
+    cfg = VMDIR / arch / "guest.json"
+    if cfg.exists():
+        return Path(json.loads(cfg.read_text())["port"])
+    triple = {"x86_64": "native", "arm64": "aarch64-linux-musl",
+              "armhf": "armv7-linux-musleabihf", "raspi0": "armv6-linux-musleabihf"}[arch]
+    return ROOT / "build" / triple / "niche-port"
 
 
 class Guest:

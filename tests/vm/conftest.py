@@ -1,0 +1,97 @@
+"""Fixtures of the VM lane (issue 7): real kernels under qemu-system.
+
+`vm_guest` is session-scoped and parametrized over the four guests
+(x86_64, arm64, armhf, raspi0): each boots once per session, and the fixture
+yields the serial path of the port running in it (a str, usable as
+`niche.Port(serial=vm_guest)`), with the Guest object at `vm_guest.guest`.
+
+When qemu cannot run here (not installed, or the guests are not built), the
+tests are skipped with one line saying why; with NICHE_REQUIRE_VM=1 (CI)
+that is a failure instead. Every test under tests/vm is marked `vm`.
+On a failure, the guest's console log is added to the report; the logs stay
+under build/vm/<arch>/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guest import ARCHES, Guest, GuestError, port_binary, qemu_problem, qemu_user  # noqa: E402
+
+REQUIRE = os.environ.get("NICHE_REQUIRE_VM") == "1"
+_GUESTS: dict[str, Guest] = {}
+
+
+def vm_unavailable(reason: str) -> None:
+    """Skip (or fail, under NICHE_REQUIRE_VM=1) with one clear line."""
+    msg = f"VM lane not run: {reason}"
+    if REQUIRE:
+        pytest.fail(msg + " (NICHE_REQUIRE_VM=1)", pytrace=False)
+    pytest.skip(msg)
+
+
+class GuestSerial(str):
+    """The guest port's serial path, carrying the Guest that serves it."""
+
+    guest: Guest
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(here):
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.fixture(scope="session", params=ARCHES)
+def vm_guest(request):
+    arch = request.param
+    problem = qemu_problem(arch)
+    if problem:
+        vm_unavailable(problem)
+    g = Guest(arch)
+    try:
+        path = g.start()
+    except GuestError as e:
+        if "qemu exited" in str(e) and "NICHE-" not in g.console_text():
+            # qemu itself could not start (no accelerator, broken install...)
+            vm_unavailable(f"{arch}: qemu cannot run: {g.logs(5)}")
+        raise
+    _GUESTS[arch] = g
+    sys.stderr.write(f"\n[vm] {arch} booted in {g.boot_seconds:.1f} s, port on {path}\n")
+    s = GuestSerial(path)
+    s.guest = g
+    yield s
+    g.stop()
+    _GUESTS.pop(arch, None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and "vm_guest" in getattr(item, "fixturenames", ()):
+        arch = getattr(item, "callspec", None) and item.callspec.params.get("vm_guest")
+        g = _GUESTS.get(arch)
+        if g:
+            rep.sections.append((f"guest {arch} logs", g.logs()))
+
+
+@pytest.fixture(scope="session")
+def have_qemu_user():
+    def check(arch):
+        cmd = qemu_user(arch)
+        if cmd and not shutil.which(cmd[0]):
+            vm_unavailable(f"{cmd[0]} not found (make vm-deps installs qemu-user-static)")
+        b = port_binary(arch)
+        if not b.exists():
+            vm_unavailable(f"{b} missing (make cross builds it)")
+        return cmd, b
+    return check
+
