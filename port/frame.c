@@ -220,7 +220,8 @@ int decode_args(struct niche_ctx *c, const unsigned char *p, size_t len, char **
     const char *sig = c->call->sig;
     size_t nsig = strlen(sig);
     struct rd r = {p, len, 0};
-    char *a = *arena = xmalloc(3 * len + 256 + len / 5 * sizeof(char *) * 2);
+    /* strings + NULs + pointer arrays + int arrays, each bounded by len */
+    char *a = *arena = xmalloc(4 * len + 256 + len / 5 * sizeof(char *) * 2);
     for (size_t i = 0; i < nsig; i++) {
         struct niche_arg *g = &c->a[i];
         const unsigned char *bp;
@@ -245,6 +246,32 @@ int decode_args(struct niche_ctx *c, const unsigned char *p, size_t len, char **
                 return badarg(c, "%s: argument %d: NUL byte in a string", i);
             g->s = sig[i] == 's' ? arena_str(&a, bp, n) : (const char *)bp;
             g->len = n;
+            break;
+        case 'I':
+        case 'T': {
+            uint32_t cnt;
+            if (sig[i] == 'T' && tag == 'n') {
+                g->kind = A_NONE;
+                break;
+            }
+            if (tag != 'l' || rd_u32(&r, &cnt) < 0 || cnt > (len - r.off) / 9)
+                return badarg(c, "%s: argument %d: expected a list of integers", i);
+            a = (char *)(((uintptr_t)a + 7) & ~(uintptr_t)7);
+            g->iv = (int64_t *)a;
+            a += (cnt + 1) * sizeof(int64_t);
+            for (uint32_t k = 0; k < cnt; k++)
+                if (rd_tag(&r) != 'i' || rd_i64(&r, &g->iv[k]) < 0)
+                    return badarg(c, "%s: argument %d: expected a list of integers", i);
+            g->n = cnt;
+            if (sig[i] == 'T' && cnt != 2)
+                return badarg(c, "%s: argument %d: a timeval is (sec, usec)", i);
+            g->kind = A_INT;
+            break;
+        }
+        case 'a':
+            r.off--; /* the cstruct decoder reads the tag itself */
+            if (cs_decode(g, r.p, r.len, &r.off) < 0)
+                return badarg(c, "%s: argument %d: expected an int, bytes or a cstruct list", i);
             break;
         case 'v': {
             uint32_t cnt;
@@ -272,6 +299,20 @@ int decode_args(struct niche_ctx *c, const unsigned char *p, size_t len, char **
     return 0;
 }
 
+void free_args(struct niche_ctx *c)
+{
+    for (size_t i = 0; i < NICHE_MAXARGS; i++) {
+        struct niche_arg *g = &c->a[i];
+        for (size_t k = 0; k < g->nitems; k++)
+            free(g->items[k].mem);
+        free(g->items);
+        free(g->buf);
+        g->items = NULL;
+        g->buf = NULL;
+        g->nitems = 0;
+    }
+}
+
 /* --- dispatch -------------------------------------------------------- */
 
 static void execute(struct niche_state *s, uint32_t id, unsigned callno, pid_t target,
@@ -293,8 +334,15 @@ static void execute(struct niche_state *s, uint32_t id, unsigned callno, pid_t t
             return;
         }
     }
+    if (s->filter[callno / 8] & (1 << (callno % 8))) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "%s is filtered in this process", call->name);
+        up_reply_msg(s, id, ST_UNDEF, msg);
+        return;
+    }
     char *arena = NULL;
     int r = decode_args(&c, args, alen, &arena) < 0 ? NICHE_FAILED : call->fn(&c);
+    free_args(&c);
     free(arena);
     if (r == NICHE_CHILD) {
         nbuf_free(&c.res);

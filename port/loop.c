@@ -465,6 +465,8 @@ static void child_start(struct niche_state *s, int ctl, int in, int out, int err
     s->ccap = s->hcap = 0;
     s->in.len = s->in_off = 0;
     s->resyncing = 0;
+    for (size_t i = 0; i < NICHE_FILTER_BYTES; i++) /* inherited, never lifted */
+        s->filter[i] |= s->filter_sub[i];
     dup2(in, 0);
     dup2(out, 1);
     dup2(err, 2);

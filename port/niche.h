@@ -32,6 +32,8 @@ enum { ST_OK = 0, ST_ERRNO, ST_BADPID, ST_UNDEF, ST_BADARG };
 #define NICHE_F_PARENT 1
 #define NICHE_F_EXEC 2
 #define NICHE_F_CONSTANT 4
+#define NICHE_F_UNDEFINED 8
+#define NICHE_FILTER_BYTES ((NICHE_NCALLS + 7) / 8)
 
 struct nbuf {
     unsigned char *p;
@@ -43,12 +45,26 @@ struct niche_constant {
     long long value;
 };
 
+/* A cstruct argument (docs/cstruct.md): an int, a buffer, or a struct
+ * whose ("ptr", ...) items point at memory allocated for the call. */
+enum { A_INT, A_BUF, A_STRUCT, A_NONE };
+struct cs_item {
+    int ptr;
+    size_t off, len; /* in the struct buffer; len of the pointed memory for ptr */
+    unsigned char *mem;
+};
+
 struct niche_arg {
     int64_t i;
     const char *s; /* str (NUL-terminated) or bytes */
     size_t len;
     char **v; /* strv, NULL-terminated */
-    size_t n;
+    size_t n; /* items of strv or ints */
+    int64_t *iv; /* ints, pair, timeval */
+    int kind;    /* cstruct and timeval: A_* */
+    unsigned char *buf;
+    struct cs_item *items;
+    size_t nitems;
 };
 
 struct niche_call {
@@ -58,6 +74,7 @@ struct niche_call {
     int flags;
     int family;                      /* @constant family */
     signed char afam[NICHE_MAXARGS]; /* family of each 'k' argument */
+    const char *platform;            /* @undefined: where the call exists */
 };
 
 struct ack {
@@ -103,6 +120,8 @@ struct niche_state {
     size_t hcap;
     int resyncing;
     int shutting_down, exit_code, uplink_dead;
+    unsigned char filter[NICHE_FILTER_BYTES];     /* denied here */
+    unsigned char filter_sub[NICHE_FILTER_BYTES]; /* denied in later children */
     long long deadline_ms;
 };
 
@@ -155,6 +174,12 @@ void up_forward(struct niche_state *s, pid_t pid, const unsigned char *frame, si
 int frame_header_ok(const unsigned char *p, size_t avail, int down, uint32_t *len);
 void handle_down(struct niche_state *s, const unsigned char *f, size_t len);
 int decode_args(struct niche_ctx *c, const unsigned char *p, size_t len, char **arena);
+void free_args(struct niche_ctx *c);
+
+/* cstruct.c */
+int cs_decode(struct niche_arg *g, const unsigned char *p, size_t len, size_t *off);
+unsigned long cs_word(const struct niche_arg *a);
+void t_cstruct(struct nbuf *b, const struct niche_arg *a);
 
 /* loop.c */
 void niche_loop(struct niche_state *s) __attribute__((noreturn));

@@ -23,6 +23,11 @@ ARG_TYPES = {  # spec type -> (C signature char, Python annotation, encoder)
     "bytes": ("b", "bytes | bytearray | memoryview", "_p.arg_bytes"),
     "strv": ("v", "Sequence[str | bytes]", "_p.arg_strv"),
     "const": ("k", "Constant", "_p.arg_const"),
+    "ints": ("I", "Sequence[int]", "_p.arg_ints"),
+    "pair": ("I", "tuple[int, int] | Sequence[int]", "_p.arg_pair"),
+    "timeval": ("T", "tuple[int, int] | float | None", "_p.arg_timeval"),
+    "calls": ("b", "Calls", "_f.arg_calls"),
+    "cstruct": ("a", "CStruct", "_p.arg_cstruct"),
     "float": ("", "float", ""),
 }
 RESULTS = {  # spec result -> (Python annotation, decoder name in niche.results)
@@ -33,6 +38,9 @@ RESULTS = {  # spec result -> (Python annotation, decoder name in niche.results)
     "optstr": ("str | None", "optstr"),
     "optint": ("int | None", "optint"),
     "strv": ("list[str]", "strv"),
+    "ints": ("list[int]", "ints"),
+    "tuple": ("tuple[Any, ...]", "tuple"),
+    "rlimit": ("Rlimit", "rlimit"),
     "bytes": ("bytes", "bytes"),
     "cpids": ("list[ChildProc]", "cpids"),
     "event": ("Event | None", "event"),
@@ -45,6 +53,7 @@ class Arg:
     name: str
     type: str
     family: str | None = None
+    default: str | None = None
 
 
 @dataclass
@@ -55,6 +64,7 @@ class Call:
     result: str
     flags: set[str] = field(default_factory=set)
     family: str | None = None  # for @constant=FAMILY
+    platform: str | None = None  # for @undefined=PLATFORM
     doc: str = ""
 
     @property
@@ -63,6 +73,7 @@ class Call:
 
 
 LINE = re.compile(r"^(\d+)\s+(\w+)\((.*?)\)\s*->\s*(\w+)((?:\s+@[\w=]+)*)\s*\|\s*(.*)$")
+PARAM = re.compile(r"^(\w+)\s*:\s*([\w:]+)\s*(?:=\s*(.+))?$")
 
 
 def parse_calls(text: str) -> list[Call]:
@@ -79,18 +90,24 @@ def parse_calls(text: str) -> list[Call]:
             raise SystemExit(f"calls.spec:{n}: unknown result type {result}")
         call = Call(int(num), name, [], result, doc=doc.strip())
         for a in filter(None, (x.strip() for x in args.split(","))):
-            aname, _, atype = (s.strip() for s in a.partition(":"))
+            pm = PARAM.match(a)
+            if not pm:
+                raise SystemExit(f"calls.spec:{n}: cannot parse parameter {a!r}")
+            aname, atype, default = pm.groups()
             fam = None
             if atype.startswith("const:"):
                 atype, fam = "const", atype.split(":", 1)[1]
             if atype not in ARG_TYPES:
                 raise SystemExit(f"calls.spec:{n}: unknown argument type {atype}")
-            call.args.append(Arg(aname, atype, fam))
+            call.args.append(Arg(aname, atype, fam, default))
         for f in flags.split():
             f = f.lstrip("@")
             if f.startswith("constant="):
                 call.family = f.split("=", 1)[1]
                 f = "constant"
+            elif f.startswith("undefined="):
+                call.platform = f.split("=", 1)[1]
+                f = "undefined"
             call.flags.add(f)
         calls.append(call)
     nums = [c.num for c in calls]
@@ -137,7 +154,11 @@ def c_calls_h(calls: list[Call], fams: dict[str, list[str]]) -> str:
 
 
 def fn_name(c: Call) -> str:
-    return "niche_sys_constant" if "constant" in c.flags else f"niche_sys_{c.name}"
+    if "constant" in c.flags:
+        return "niche_sys_constant"
+    if "undefined" in c.flags:
+        return "niche_sys_undefined"
+    return f"niche_sys_{c.name}"
 
 
 def c_calls_c(calls: list[Call], fams: dict[str, list[str]]) -> str:
@@ -151,7 +172,9 @@ def c_calls_c(calls: list[Call], fams: dict[str, list[str]]) -> str:
         afam = ", ".join(str(famidx[a.family]) if a.family else "-1" for a in c.args) or "-1"
         flags = " | ".join(f"NICHE_F_{f.upper()}" for f in sorted(c.flags)) or "0"
         fam = famidx[c.family] if c.family else -1
-        out.append(f'    [{c.num}] = {{"{c.name}", "{sig}", {fn_name(c)}, {flags}, {fam}, {{{afam}}}}},')
+        note = f'"{c.platform}"' if c.platform else "0"
+        entry = f'"{c.name}", "{sig}", {fn_name(c)}, {flags}, {fam}, {{{afam}}}, {note}'
+        out.append(f"    [{c.num}] = {{{entry}}},")
     out.append("};")
     return "\n".join(out) + "\n"
 
@@ -179,7 +202,7 @@ def py_params(c: Call) -> tuple[str, str]:
     sig, enc = [], []
     for a in c.args:
         pyt = ARG_TYPES[a.type][1]
-        sig.append(f"{a.name}: {pyt}")
+        sig.append(f"{a.name}: {pyt}" + (f" = {a.default}" if a.default else ""))
         fn = ARG_TYPES[a.type][2]
         extra = f", {a.family!r}" if a.family else ""
         enc.append(f'{fn}({a.name}, "{a.name}"{extra})')
@@ -189,10 +212,11 @@ def py_params(c: Call) -> tuple[str, str]:
 def py_calls(calls: list[Call]) -> str:
     out = [f'"""{GENERATED}"""', "",
            "from __future__ import annotations", "",
-           "from collections.abc import Sequence", "from typing import TYPE_CHECKING", "",
-           "from . import protocol as _p", "from . import results as _r", "",
+           "from collections.abc import Sequence", "from typing import TYPE_CHECKING, Any", "",
+           "from . import filter as _f", "from . import protocol as _p", "from . import results as _r", "",
            "if TYPE_CHECKING:",
-           "    from .port import Chain, ChildProc, Constant, Event", "",
+           "    from .filter import Calls",
+           "    from .port import Chain, ChildProc, Constant, CStruct, Event, Rlimit", "",
            "CALLS: dict[str, int] = {"]
     out += [f'    "{c.name}": {c.num},' for c in calls if not c.client]
     out += ["}", "", "",
@@ -207,7 +231,8 @@ def py_calls(calls: list[Call]) -> str:
         params = "self, chain: Chain" + (", " + sig if sig else "")
         out += [f"    def {c.name}({params}, *, timeout: float | None = None) -> {ann}:",
                 f'        """{c.doc}"""',
-                f"        return self._call(chain, {c.num}, {enc}, _r.{RESULTS[c.result][1]}, timeout)  # type: ignore[attr-defined]",
+                f"        return self._call(chain, {c.num}, {enc}, _r.{RESULTS[c.result][1]}, timeout)"
+                "  # type: ignore[attr-defined]",
                 ""]
     out += ["", "class ProcessCalls:",
             '    """The same calls on a process handle: the chain is the handle\'s."""', "",
@@ -225,7 +250,8 @@ def py_calls(calls: list[Call]) -> str:
         fwd = "".join(f"{n}, " for n in names)
         out += [f"    def {c.name}({params}, *, timeout: float | None = None) -> {RESULTS[c.result][0]}:",
                 f'        """{c.doc}"""',
-                f"        return self.port.{c.name}(self.chain, {fwd}timeout=timeout)  # type: ignore[attr-defined]",
+                f"        return self.port.{c.name}(self.chain, {fwd}timeout=timeout)"
+                "  # type: ignore[attr-defined]",
                 ""]
     return "\n".join(out).rstrip() + "\n"
 

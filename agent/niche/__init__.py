@@ -4,11 +4,13 @@
 making system calls on request. See README.md and docs/.
 """
 
+from .filter import allow
 from .port import (
     BadPid,
     Chain,
     ChildProc,
     Constant,
+    CStruct,
     Event,
     Port,
     PortClosed,
@@ -25,5 +27,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BadPid", "Chain", "ChildProc", "Constant", "Event", "Port", "PortClosed", "PortError",
-    "Process", "ProcessExited", "ProtocolError", "Rlimit", "Undefined", "find_port",
+    "Process", "ProcessExited", "ProtocolError", "Rlimit", "Undefined", "allow", "find_port", "CStruct",
 ]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from . import filter as _f
 from . import protocol as _p
 from . import results as _r
 
 if TYPE_CHECKING:
-    from .port import Chain, ChildProc, Constant, Event
+    from .filter import Calls
+    from .port import Chain, ChildProc, Constant, CStruct, Event, Rlimit
 
 CALLS: dict[str, int] = {
     "version": 1,
@@ -41,6 +43,81 @@ CALLS: dict[str, int] = {
     "errno_constant": 27,
     "errno_id": 28,
     "signal_id": 29,
+    "alloc": 30,
+    "chmod": 31,
+    "chown": 32,
+    "chroot": 33,
+    "close": 34,
+    "connect": 35,
+    "fcntl": 36,
+    "fexecve": 37,
+    "filter": 38,
+    "getgid": 39,
+    "getgroups": 40,
+    "gethostname": 41,
+    "getpgrp": 42,
+    "getpriority": 43,
+    "getresgid": 44,
+    "getresuid": 45,
+    "getrlimit": 46,
+    "getsid": 47,
+    "getuid": 48,
+    "ioctl": 49,
+    "link": 50,
+    "lseek": 51,
+    "mkdir": 52,
+    "mkfifo": 53,
+    "mount": 54,
+    "open": 55,
+    "pivot_root": 56,
+    "prctl": 57,
+    "ptrace": 58,
+    "read": 59,
+    "readdir": 60,
+    "rmdir": 61,
+    "seccomp": 62,
+    "select": 63,
+    "setgid": 64,
+    "setgroups": 65,
+    "sethostname": 66,
+    "setns": 67,
+    "setpgid": 68,
+    "setpriority": 69,
+    "setproctitle": 70,
+    "setresgid": 71,
+    "setresuid": 72,
+    "setrlimit": 73,
+    "setsid": 74,
+    "setuid": 75,
+    "socket": 76,
+    "symlink": 77,
+    "umount": 78,
+    "umount2": 79,
+    "unlink": 80,
+    "unshare": 81,
+    "write": 82,
+    "fcntl_constant": 83,
+    "file_constant": 84,
+    "ioctl_constant": 85,
+    "mount_constant": 86,
+    "prctl_constant": 87,
+    "rlimit_constant": 88,
+    "seccomp_constant": 89,
+    "syscall_constant": 90,
+    "socket_constant": 91,
+    "ptrace_constant": 92,
+    "prio_constant": 93,
+    "jail": 120,
+    "jail_attach": 121,
+    "jail_remove": 122,
+    "pledge": 123,
+    "unveil": 124,
+    "cap_enter": 125,
+    "cap_getmode": 126,
+    "cap_fcntls_limit": 127,
+    "cap_ioctls_limit": 128,
+    "cap_rights_limit": 129,
+    "procctl": 130,
 }
 
 
@@ -165,6 +242,306 @@ class PortCalls:
         """The lower-case name of a signal number of the port's platform."""
         return self._call(chain, 29, (_p.arg_int(sig, "sig"), ), _r.str, timeout)  # type: ignore[attr-defined]
 
+    def alloc(self, chain: Chain, ptr: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """Build a C struct with pointers in the process's memory; returns (struct bytes, [contents])."""
+        return self._call(chain, 30, (_p.arg_cstruct(ptr, "ptr"), ), _r.tuple, timeout)  # type: ignore[attr-defined]
+
+    def chmod(self, chain: Chain, path: str | bytes, mode: int, *, timeout: float | None = None) -> None:
+        """chmod(2)."""
+        return self._call(chain, 31, (_p.arg_str(path, "path"), _p.arg_int(mode, "mode"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def chown(self, chain: Chain, path: str | bytes, owner: int, group: int, *, timeout: float | None = None) -> None:
+        """chown(2)."""
+        return self._call(chain, 32, (_p.arg_str(path, "path"), _p.arg_int(owner, "owner"), _p.arg_int(group, "group"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def chroot(self, chain: Chain, path: str | bytes, *, timeout: float | None = None) -> None:
+        """chroot(2)."""
+        return self._call(chain, 33, (_p.arg_str(path, "path"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def close(self, chain: Chain, fd: int, *, timeout: float | None = None) -> None:
+        """close(2)."""
+        return self._call(chain, 34, (_p.arg_int(fd, "fd"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def connect(self, chain: Chain, fd: int, addr: CStruct, *, timeout: float | None = None) -> None:
+        """connect(2) to a sockaddr given as bytes (None: AF_UNSPEC)."""
+        return self._call(chain, 35, (_p.arg_int(fd, "fd"), _p.arg_cstruct(addr, "addr"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def fcntl(self, chain: Chain, fd: int, cmd: Constant, arg: int, *, timeout: float | None = None) -> int:
+        """fcntl(2) with an integer argument."""
+        return self._call(chain, 36, (_p.arg_int(fd, "fd"), _p.arg_const(cmd, "cmd", 'fcntl'), _p.arg_int(arg, "arg"), ), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def fexecve(self, chain: Chain, fd: int, argv: Sequence[str | bytes], envp: Sequence[str | bytes], *, timeout: float | None = None) -> None:
+        """fexecve(3): replace the process with the program open at fd."""
+        return self._call(chain, 37, (_p.arg_int(fd, "fd"), _p.arg_strv(argv, "argv"), _p.arg_strv(envp, "envp"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def filter(self, chain: Chain, calls: Calls, subprocess_calls: Calls = None, *, timeout: float | None = None) -> None:
+        """Deny calls in this process (calls) and in processes it forks later (subprocess_calls); never lifted."""
+        return self._call(chain, 38, (_f.arg_calls(calls, "calls"), _f.arg_calls(subprocess_calls, "subprocess_calls"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def getgid(self, chain: Chain, *, timeout: float | None = None) -> int:
+        """getgid(2)."""
+        return self._call(chain, 39, (), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def getgroups(self, chain: Chain, *, timeout: float | None = None) -> list[int]:
+        """getgroups(2)."""
+        return self._call(chain, 40, (), _r.ints, timeout)  # type: ignore[attr-defined]
+
+    def gethostname(self, chain: Chain, *, timeout: float | None = None) -> str:
+        """gethostname(2)."""
+        return self._call(chain, 41, (), _r.str, timeout)  # type: ignore[attr-defined]
+
+    def getpgrp(self, chain: Chain, *, timeout: float | None = None) -> int:
+        """getpgrp(2)."""
+        return self._call(chain, 42, (), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def getpriority(self, chain: Chain, which: Constant, who: int, *, timeout: float | None = None) -> int:
+        """getpriority(2)."""
+        return self._call(chain, 43, (_p.arg_const(which, "which", 'prio'), _p.arg_int(who, "who"), ), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def getresgid(self, chain: Chain, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """getresgid(2): (rgid, egid, sgid)."""
+        return self._call(chain, 44, (), _r.tuple, timeout)  # type: ignore[attr-defined]
+
+    def getresuid(self, chain: Chain, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """getresuid(2): (ruid, euid, suid)."""
+        return self._call(chain, 45, (), _r.tuple, timeout)  # type: ignore[attr-defined]
+
+    def getrlimit(self, chain: Chain, resource: Constant, *, timeout: float | None = None) -> Rlimit:
+        """getrlimit(2): Rlimit(cur, max)."""
+        return self._call(chain, 46, (_p.arg_const(resource, "resource", 'rlimit'), ), _r.rlimit, timeout)  # type: ignore[attr-defined]
+
+    def getsid(self, chain: Chain, pid: int, *, timeout: float | None = None) -> int:
+        """getsid(2)."""
+        return self._call(chain, 47, (_p.arg_int(pid, "pid"), ), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def getuid(self, chain: Chain, *, timeout: float | None = None) -> int:
+        """getuid(2)."""
+        return self._call(chain, 48, (), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def ioctl(self, chain: Chain, fd: int, request: Constant, argp: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """ioctl(2): (result, bytes or [contents]) for an int, bytes or cstruct argument."""
+        return self._call(chain, 49, (_p.arg_int(fd, "fd"), _p.arg_const(request, "request", 'ioctl'), _p.arg_cstruct(argp, "argp"), ), _r.tuple, timeout)  # type: ignore[attr-defined]
+
+    def link(self, chain: Chain, oldpath: str | bytes, newpath: str | bytes, *, timeout: float | None = None) -> None:
+        """link(2)."""
+        return self._call(chain, 50, (_p.arg_str(oldpath, "oldpath"), _p.arg_str(newpath, "newpath"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def lseek(self, chain: Chain, fd: int, offset: int, whence: Constant, *, timeout: float | None = None) -> None:
+        """lseek(2)."""
+        return self._call(chain, 51, (_p.arg_int(fd, "fd"), _p.arg_int(offset, "offset"), _p.arg_const(whence, "whence", 'file'), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def mkdir(self, chain: Chain, path: str | bytes, mode: int, *, timeout: float | None = None) -> None:
+        """mkdir(2)."""
+        return self._call(chain, 52, (_p.arg_str(path, "path"), _p.arg_int(mode, "mode"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def mkfifo(self, chain: Chain, path: str | bytes, mode: int, *, timeout: float | None = None) -> None:
+        """mkfifo(3)."""
+        return self._call(chain, 53, (_p.arg_str(path, "path"), _p.arg_int(mode, "mode"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def mount(self, chain: Chain, source: str | bytes, target: str | bytes, fstype: str | bytes, flags: Constant, data: str | bytes, options: str | bytes = "", *, timeout: float | None = None) -> None:
+        """mount(2); options is for BSD and ignored."""
+        return self._call(chain, 54, (_p.arg_str(source, "source"), _p.arg_str(target, "target"), _p.arg_str(fstype, "fstype"), _p.arg_const(flags, "flags", 'mount'), _p.arg_str(data, "data"), _p.arg_str(options, "options"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def open(self, chain: Chain, path: str | bytes, flags: Constant, mode: int = 0, *, timeout: float | None = None) -> int:
+        """open(2): a descriptor of the process."""
+        return self._call(chain, 55, (_p.arg_str(path, "path"), _p.arg_const(flags, "flags", 'file'), _p.arg_int(mode, "mode"), ), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def pivot_root(self, chain: Chain, new_root: str | bytes, put_old: str | bytes, *, timeout: float | None = None) -> None:
+        """pivot_root(2)."""
+        return self._call(chain, 56, (_p.arg_str(new_root, "new_root"), _p.arg_str(put_old, "put_old"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def prctl(self, chain: Chain, option: Constant, arg2: CStruct = 0, arg3: CStruct = 0, arg4: CStruct = 0, arg5: CStruct = 0, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """prctl(2): (result, arg2, arg3, arg4, arg5) as they are after the call."""
+        return self._call(chain, 57, (_p.arg_const(option, "option", 'prctl'), _p.arg_cstruct(arg2, "arg2"), _p.arg_cstruct(arg3, "arg3"), _p.arg_cstruct(arg4, "arg4"), _p.arg_cstruct(arg5, "arg5"), ), _r.tuple, timeout)  # type: ignore[attr-defined]
+
+    def ptrace(self, chain: Chain, request: Constant, pid: int, addr: CStruct, data: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """ptrace(2): (result, addr, data)."""
+        return self._call(chain, 58, (_p.arg_const(request, "request", 'ptrace'), _p.arg_int(pid, "pid"), _p.arg_cstruct(addr, "addr"), _p.arg_cstruct(data, "data"), ), _r.tuple, timeout)  # type: ignore[attr-defined]
+
+    def read(self, chain: Chain, fd: int, count: int, *, timeout: float | None = None) -> bytes:
+        """read(2) up to count bytes (at most 1 MiB)."""
+        return self._call(chain, 59, (_p.arg_int(fd, "fd"), _p.arg_int(count, "count"), ), _r.bytes, timeout)  # type: ignore[attr-defined]
+
+    def readdir(self, chain: Chain, path: str | bytes, *, timeout: float | None = None) -> list[str]:
+        """The entries of a directory, without . and .."""
+        return self._call(chain, 60, (_p.arg_str(path, "path"), ), _r.strv, timeout)  # type: ignore[attr-defined]
+
+    def rmdir(self, chain: Chain, path: str | bytes, *, timeout: float | None = None) -> None:
+        """rmdir(2)."""
+        return self._call(chain, 61, (_p.arg_str(path, "path"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def seccomp(self, chain: Chain, operation: Constant, flags: Constant, prog: CStruct, *, timeout: float | None = None) -> None:
+        """seccomp(2): prog is a sock_fprog cstruct, or bytes of sock_filter instructions."""
+        return self._call(chain, 62, (_p.arg_const(operation, "operation", 'seccomp'), _p.arg_const(flags, "flags", 'seccomp'), _p.arg_cstruct(prog, "prog"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def select(self, chain: Chain, readfds: Sequence[int], writefds: Sequence[int], exceptfds: Sequence[int], timeval: tuple[int, int] | float | None, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """select(2): the ready ([read], [write], [except]) descriptors."""
+        return self._call(chain, 63, (_p.arg_ints(readfds, "readfds"), _p.arg_ints(writefds, "writefds"), _p.arg_ints(exceptfds, "exceptfds"), _p.arg_timeval(timeval, "timeval"), ), _r.tuple, timeout)  # type: ignore[attr-defined]
+
+    def setgid(self, chain: Chain, gid: int, *, timeout: float | None = None) -> None:
+        """setgid(2)."""
+        return self._call(chain, 64, (_p.arg_int(gid, "gid"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setgroups(self, chain: Chain, groups: Sequence[int], *, timeout: float | None = None) -> None:
+        """setgroups(2)."""
+        return self._call(chain, 65, (_p.arg_ints(groups, "groups"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def sethostname(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> None:
+        """sethostname(2)."""
+        return self._call(chain, 66, (_p.arg_str(name, "name"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setns(self, chain: Chain, fd: int, nstype: Constant = 0, *, timeout: float | None = None) -> None:
+        """setns(2)."""
+        return self._call(chain, 67, (_p.arg_int(fd, "fd"), _p.arg_const(nstype, "nstype", 'clone'), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setpgid(self, chain: Chain, pid: int, pgid: int, *, timeout: float | None = None) -> None:
+        """setpgid(2)."""
+        return self._call(chain, 68, (_p.arg_int(pid, "pid"), _p.arg_int(pgid, "pgid"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setpriority(self, chain: Chain, which: Constant, who: int, prio: int, *, timeout: float | None = None) -> None:
+        """setpriority(2)."""
+        return self._call(chain, 69, (_p.arg_const(which, "which", 'prio'), _p.arg_int(who, "who"), _p.arg_int(prio, "prio"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setproctitle(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> None:
+        """The process name (PR_SET_NAME on Linux)."""
+        return self._call(chain, 70, (_p.arg_str(name, "name"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setresgid(self, chain: Chain, rgid: int, egid: int, sgid: int, *, timeout: float | None = None) -> None:
+        """setresgid(2)."""
+        return self._call(chain, 71, (_p.arg_int(rgid, "rgid"), _p.arg_int(egid, "egid"), _p.arg_int(sgid, "sgid"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setresuid(self, chain: Chain, ruid: int, euid: int, suid: int, *, timeout: float | None = None) -> None:
+        """setresuid(2)."""
+        return self._call(chain, 72, (_p.arg_int(ruid, "ruid"), _p.arg_int(euid, "euid"), _p.arg_int(suid, "suid"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setrlimit(self, chain: Chain, resource: Constant, limit: tuple[int, int] | Sequence[int], *, timeout: float | None = None) -> None:
+        """setrlimit(2) with (cur, max); RLIMIT_NOFILE also sets maxchild."""
+        return self._call(chain, 73, (_p.arg_const(resource, "resource", 'rlimit'), _p.arg_pair(limit, "limit"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def setsid(self, chain: Chain, *, timeout: float | None = None) -> int:
+        """setsid(2)."""
+        return self._call(chain, 74, (), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def setuid(self, chain: Chain, uid: int, *, timeout: float | None = None) -> None:
+        """setuid(2)."""
+        return self._call(chain, 75, (_p.arg_int(uid, "uid"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def socket(self, chain: Chain, domain: Constant, type: Constant, protocol: int = 0, *, timeout: float | None = None) -> int:
+        """socket(2)."""
+        return self._call(chain, 76, (_p.arg_const(domain, "domain", 'socket'), _p.arg_const(type, "type", 'socket'), _p.arg_int(protocol, "protocol"), ), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def symlink(self, chain: Chain, oldpath: str | bytes, newpath: str | bytes, *, timeout: float | None = None) -> None:
+        """symlink(2)."""
+        return self._call(chain, 77, (_p.arg_str(oldpath, "oldpath"), _p.arg_str(newpath, "newpath"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def umount(self, chain: Chain, path: str | bytes, *, timeout: float | None = None) -> None:
+        """umount(2)."""
+        return self._call(chain, 78, (_p.arg_str(path, "path"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def umount2(self, chain: Chain, path: str | bytes, flags: Constant, *, timeout: float | None = None) -> None:
+        """umount2(2)."""
+        return self._call(chain, 79, (_p.arg_str(path, "path"), _p.arg_const(flags, "flags", 'mount'), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def unlink(self, chain: Chain, path: str | bytes, *, timeout: float | None = None) -> None:
+        """unlink(2)."""
+        return self._call(chain, 80, (_p.arg_str(path, "path"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def unshare(self, chain: Chain, flags: Constant, *, timeout: float | None = None) -> None:
+        """unshare(2)."""
+        return self._call(chain, 81, (_p.arg_const(flags, "flags", 'clone'), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def write(self, chain: Chain, fd: int, buf: bytes | bytearray | memoryview, *, timeout: float | None = None) -> int:
+        """write(2): the number of bytes written."""
+        return self._call(chain, 82, (_p.arg_int(fd, "fd"), _p.arg_bytes(buf, "buf"), ), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def fcntl_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an F_*/FD_* constant on the port's platform, or None."""
+        return self._call(chain, 83, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def file_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an O_*/S_*/SEEK_* constant, or None."""
+        return self._call(chain, 84, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def ioctl_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an ioctl request, or None."""
+        return self._call(chain, 85, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def mount_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an MS_*/MNT_* flag, or None."""
+        return self._call(chain, 86, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def prctl_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a PR_* option, or None."""
+        return self._call(chain, 87, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def rlimit_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an RLIMIT_* resource, or None."""
+        return self._call(chain, 88, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def seccomp_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a SECCOMP_* constant, or None (AUDIT_ARCH_NATIVE: the port's own architecture)."""
+        return self._call(chain, 89, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def syscall_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The number of a system call (SYS_read) on the port's architecture, or None."""
+        return self._call(chain, 90, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def socket_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an AF_*/SOCK_* constant, or None."""
+        return self._call(chain, 91, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def ptrace_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a PTRACE_* request, or None."""
+        return self._call(chain, 92, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def prio_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a PRIO_* constant, or None."""
+        return self._call(chain, 93, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def jail(self, chain: Chain, cstruct: CStruct, *, timeout: float | None = None) -> int:
+        """jail(2): FreeBSD only."""
+        return self._call(chain, 120, (_p.arg_cstruct(cstruct, "cstruct"), ), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def jail_attach(self, chain: Chain, jid: int, *, timeout: float | None = None) -> None:
+        """jail_attach(2): FreeBSD only."""
+        return self._call(chain, 121, (_p.arg_int(jid, "jid"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def jail_remove(self, chain: Chain, jid: int, *, timeout: float | None = None) -> None:
+        """jail_remove(2): FreeBSD only."""
+        return self._call(chain, 122, (_p.arg_int(jid, "jid"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def pledge(self, chain: Chain, promises: str | bytes, execpromises: str | bytes, *, timeout: float | None = None) -> None:
+        """pledge(2): OpenBSD only."""
+        return self._call(chain, 123, (_p.arg_str(promises, "promises"), _p.arg_str(execpromises, "execpromises"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def unveil(self, chain: Chain, path: str | bytes, permissions: str | bytes, *, timeout: float | None = None) -> None:
+        """unveil(2): OpenBSD only."""
+        return self._call(chain, 124, (_p.arg_str(path, "path"), _p.arg_str(permissions, "permissions"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def cap_enter(self, chain: Chain, *, timeout: float | None = None) -> None:
+        """cap_enter(2): FreeBSD only."""
+        return self._call(chain, 125, (), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def cap_getmode(self, chain: Chain, *, timeout: float | None = None) -> int:
+        """cap_getmode(2): FreeBSD only."""
+        return self._call(chain, 126, (), _r.int, timeout)  # type: ignore[attr-defined]
+
+    def cap_fcntls_limit(self, chain: Chain, fd: int, rights: int, *, timeout: float | None = None) -> None:
+        """cap_fcntls_limit(2): FreeBSD only."""
+        return self._call(chain, 127, (_p.arg_int(fd, "fd"), _p.arg_int(rights, "rights"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def cap_ioctls_limit(self, chain: Chain, fd: int, cmds: Sequence[int], *, timeout: float | None = None) -> None:
+        """cap_ioctls_limit(2): FreeBSD only."""
+        return self._call(chain, 128, (_p.arg_int(fd, "fd"), _p.arg_ints(cmds, "cmds"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def cap_rights_limit(self, chain: Chain, fd: int, rights: Sequence[int], *, timeout: float | None = None) -> None:
+        """cap_rights_limit(2): FreeBSD only."""
+        return self._call(chain, 129, (_p.arg_int(fd, "fd"), _p.arg_ints(rights, "rights"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def procctl(self, chain: Chain, idtype: int, id: int, cmd: int, data: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """procctl(2): FreeBSD only."""
+        return self._call(chain, 130, (_p.arg_int(idtype, "idtype"), _p.arg_int(id, "id"), _p.arg_int(cmd, "cmd"), _p.arg_cstruct(data, "data"), ), _r.tuple, timeout)  # type: ignore[attr-defined]
+
 
 class ProcessCalls:
     """The same calls on a process handle: the chain is the handle's."""
@@ -286,6 +663,306 @@ class ProcessCalls:
     def signal_id(self, sig: int, *, timeout: float | None = None) -> str:
         """The lower-case name of a signal number of the port's platform."""
         return self.port.signal_id(self.chain, sig, timeout=timeout)  # type: ignore[attr-defined]
+
+    def alloc(self, ptr: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """Build a C struct with pointers in the process's memory; returns (struct bytes, [contents])."""
+        return self.port.alloc(self.chain, ptr, timeout=timeout)  # type: ignore[attr-defined]
+
+    def chmod(self, path: str | bytes, mode: int, *, timeout: float | None = None) -> None:
+        """chmod(2)."""
+        return self.port.chmod(self.chain, path, mode, timeout=timeout)  # type: ignore[attr-defined]
+
+    def chown(self, path: str | bytes, owner: int, group: int, *, timeout: float | None = None) -> None:
+        """chown(2)."""
+        return self.port.chown(self.chain, path, owner, group, timeout=timeout)  # type: ignore[attr-defined]
+
+    def chroot(self, path: str | bytes, *, timeout: float | None = None) -> None:
+        """chroot(2)."""
+        return self.port.chroot(self.chain, path, timeout=timeout)  # type: ignore[attr-defined]
+
+    def close(self, fd: int, *, timeout: float | None = None) -> None:
+        """close(2)."""
+        return self.port.close(self.chain, fd, timeout=timeout)  # type: ignore[attr-defined]
+
+    def connect(self, fd: int, addr: CStruct, *, timeout: float | None = None) -> None:
+        """connect(2) to a sockaddr given as bytes (None: AF_UNSPEC)."""
+        return self.port.connect(self.chain, fd, addr, timeout=timeout)  # type: ignore[attr-defined]
+
+    def fcntl(self, fd: int, cmd: Constant, arg: int, *, timeout: float | None = None) -> int:
+        """fcntl(2) with an integer argument."""
+        return self.port.fcntl(self.chain, fd, cmd, arg, timeout=timeout)  # type: ignore[attr-defined]
+
+    def fexecve(self, fd: int, argv: Sequence[str | bytes], envp: Sequence[str | bytes], *, timeout: float | None = None) -> None:
+        """fexecve(3): replace the process with the program open at fd."""
+        return self.port.fexecve(self.chain, fd, argv, envp, timeout=timeout)  # type: ignore[attr-defined]
+
+    def filter(self, calls: Calls, subprocess_calls: Calls = None, *, timeout: float | None = None) -> None:
+        """Deny calls in this process (calls) and in processes it forks later (subprocess_calls); never lifted."""
+        return self.port.filter(self.chain, calls, subprocess_calls, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getgid(self, *, timeout: float | None = None) -> int:
+        """getgid(2)."""
+        return self.port.getgid(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getgroups(self, *, timeout: float | None = None) -> list[int]:
+        """getgroups(2)."""
+        return self.port.getgroups(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def gethostname(self, *, timeout: float | None = None) -> str:
+        """gethostname(2)."""
+        return self.port.gethostname(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getpgrp(self, *, timeout: float | None = None) -> int:
+        """getpgrp(2)."""
+        return self.port.getpgrp(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getpriority(self, which: Constant, who: int, *, timeout: float | None = None) -> int:
+        """getpriority(2)."""
+        return self.port.getpriority(self.chain, which, who, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getresgid(self, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """getresgid(2): (rgid, egid, sgid)."""
+        return self.port.getresgid(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getresuid(self, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """getresuid(2): (ruid, euid, suid)."""
+        return self.port.getresuid(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getrlimit(self, resource: Constant, *, timeout: float | None = None) -> Rlimit:
+        """getrlimit(2): Rlimit(cur, max)."""
+        return self.port.getrlimit(self.chain, resource, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getsid(self, pid: int, *, timeout: float | None = None) -> int:
+        """getsid(2)."""
+        return self.port.getsid(self.chain, pid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def getuid(self, *, timeout: float | None = None) -> int:
+        """getuid(2)."""
+        return self.port.getuid(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def ioctl(self, fd: int, request: Constant, argp: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """ioctl(2): (result, bytes or [contents]) for an int, bytes or cstruct argument."""
+        return self.port.ioctl(self.chain, fd, request, argp, timeout=timeout)  # type: ignore[attr-defined]
+
+    def link(self, oldpath: str | bytes, newpath: str | bytes, *, timeout: float | None = None) -> None:
+        """link(2)."""
+        return self.port.link(self.chain, oldpath, newpath, timeout=timeout)  # type: ignore[attr-defined]
+
+    def lseek(self, fd: int, offset: int, whence: Constant, *, timeout: float | None = None) -> None:
+        """lseek(2)."""
+        return self.port.lseek(self.chain, fd, offset, whence, timeout=timeout)  # type: ignore[attr-defined]
+
+    def mkdir(self, path: str | bytes, mode: int, *, timeout: float | None = None) -> None:
+        """mkdir(2)."""
+        return self.port.mkdir(self.chain, path, mode, timeout=timeout)  # type: ignore[attr-defined]
+
+    def mkfifo(self, path: str | bytes, mode: int, *, timeout: float | None = None) -> None:
+        """mkfifo(3)."""
+        return self.port.mkfifo(self.chain, path, mode, timeout=timeout)  # type: ignore[attr-defined]
+
+    def mount(self, source: str | bytes, target: str | bytes, fstype: str | bytes, flags: Constant, data: str | bytes, options: str | bytes = "", *, timeout: float | None = None) -> None:
+        """mount(2); options is for BSD and ignored."""
+        return self.port.mount(self.chain, source, target, fstype, flags, data, options, timeout=timeout)  # type: ignore[attr-defined]
+
+    def open(self, path: str | bytes, flags: Constant, mode: int = 0, *, timeout: float | None = None) -> int:
+        """open(2): a descriptor of the process."""
+        return self.port.open(self.chain, path, flags, mode, timeout=timeout)  # type: ignore[attr-defined]
+
+    def pivot_root(self, new_root: str | bytes, put_old: str | bytes, *, timeout: float | None = None) -> None:
+        """pivot_root(2)."""
+        return self.port.pivot_root(self.chain, new_root, put_old, timeout=timeout)  # type: ignore[attr-defined]
+
+    def prctl(self, option: Constant, arg2: CStruct = 0, arg3: CStruct = 0, arg4: CStruct = 0, arg5: CStruct = 0, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """prctl(2): (result, arg2, arg3, arg4, arg5) as they are after the call."""
+        return self.port.prctl(self.chain, option, arg2, arg3, arg4, arg5, timeout=timeout)  # type: ignore[attr-defined]
+
+    def ptrace(self, request: Constant, pid: int, addr: CStruct, data: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """ptrace(2): (result, addr, data)."""
+        return self.port.ptrace(self.chain, request, pid, addr, data, timeout=timeout)  # type: ignore[attr-defined]
+
+    def read(self, fd: int, count: int, *, timeout: float | None = None) -> bytes:
+        """read(2) up to count bytes (at most 1 MiB)."""
+        return self.port.read(self.chain, fd, count, timeout=timeout)  # type: ignore[attr-defined]
+
+    def readdir(self, path: str | bytes, *, timeout: float | None = None) -> list[str]:
+        """The entries of a directory, without . and .."""
+        return self.port.readdir(self.chain, path, timeout=timeout)  # type: ignore[attr-defined]
+
+    def rmdir(self, path: str | bytes, *, timeout: float | None = None) -> None:
+        """rmdir(2)."""
+        return self.port.rmdir(self.chain, path, timeout=timeout)  # type: ignore[attr-defined]
+
+    def seccomp(self, operation: Constant, flags: Constant, prog: CStruct, *, timeout: float | None = None) -> None:
+        """seccomp(2): prog is a sock_fprog cstruct, or bytes of sock_filter instructions."""
+        return self.port.seccomp(self.chain, operation, flags, prog, timeout=timeout)  # type: ignore[attr-defined]
+
+    def select(self, readfds: Sequence[int], writefds: Sequence[int], exceptfds: Sequence[int], timeval: tuple[int, int] | float | None, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """select(2): the ready ([read], [write], [except]) descriptors."""
+        return self.port.select(self.chain, readfds, writefds, exceptfds, timeval, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setgid(self, gid: int, *, timeout: float | None = None) -> None:
+        """setgid(2)."""
+        return self.port.setgid(self.chain, gid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setgroups(self, groups: Sequence[int], *, timeout: float | None = None) -> None:
+        """setgroups(2)."""
+        return self.port.setgroups(self.chain, groups, timeout=timeout)  # type: ignore[attr-defined]
+
+    def sethostname(self, name: str | bytes, *, timeout: float | None = None) -> None:
+        """sethostname(2)."""
+        return self.port.sethostname(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setns(self, fd: int, nstype: Constant = 0, *, timeout: float | None = None) -> None:
+        """setns(2)."""
+        return self.port.setns(self.chain, fd, nstype, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setpgid(self, pid: int, pgid: int, *, timeout: float | None = None) -> None:
+        """setpgid(2)."""
+        return self.port.setpgid(self.chain, pid, pgid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setpriority(self, which: Constant, who: int, prio: int, *, timeout: float | None = None) -> None:
+        """setpriority(2)."""
+        return self.port.setpriority(self.chain, which, who, prio, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setproctitle(self, name: str | bytes, *, timeout: float | None = None) -> None:
+        """The process name (PR_SET_NAME on Linux)."""
+        return self.port.setproctitle(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setresgid(self, rgid: int, egid: int, sgid: int, *, timeout: float | None = None) -> None:
+        """setresgid(2)."""
+        return self.port.setresgid(self.chain, rgid, egid, sgid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setresuid(self, ruid: int, euid: int, suid: int, *, timeout: float | None = None) -> None:
+        """setresuid(2)."""
+        return self.port.setresuid(self.chain, ruid, euid, suid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setrlimit(self, resource: Constant, limit: tuple[int, int] | Sequence[int], *, timeout: float | None = None) -> None:
+        """setrlimit(2) with (cur, max); RLIMIT_NOFILE also sets maxchild."""
+        return self.port.setrlimit(self.chain, resource, limit, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setsid(self, *, timeout: float | None = None) -> int:
+        """setsid(2)."""
+        return self.port.setsid(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def setuid(self, uid: int, *, timeout: float | None = None) -> None:
+        """setuid(2)."""
+        return self.port.setuid(self.chain, uid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def socket(self, domain: Constant, type: Constant, protocol: int = 0, *, timeout: float | None = None) -> int:
+        """socket(2)."""
+        return self.port.socket(self.chain, domain, type, protocol, timeout=timeout)  # type: ignore[attr-defined]
+
+    def symlink(self, oldpath: str | bytes, newpath: str | bytes, *, timeout: float | None = None) -> None:
+        """symlink(2)."""
+        return self.port.symlink(self.chain, oldpath, newpath, timeout=timeout)  # type: ignore[attr-defined]
+
+    def umount(self, path: str | bytes, *, timeout: float | None = None) -> None:
+        """umount(2)."""
+        return self.port.umount(self.chain, path, timeout=timeout)  # type: ignore[attr-defined]
+
+    def umount2(self, path: str | bytes, flags: Constant, *, timeout: float | None = None) -> None:
+        """umount2(2)."""
+        return self.port.umount2(self.chain, path, flags, timeout=timeout)  # type: ignore[attr-defined]
+
+    def unlink(self, path: str | bytes, *, timeout: float | None = None) -> None:
+        """unlink(2)."""
+        return self.port.unlink(self.chain, path, timeout=timeout)  # type: ignore[attr-defined]
+
+    def unshare(self, flags: Constant, *, timeout: float | None = None) -> None:
+        """unshare(2)."""
+        return self.port.unshare(self.chain, flags, timeout=timeout)  # type: ignore[attr-defined]
+
+    def write(self, fd: int, buf: bytes | bytearray | memoryview, *, timeout: float | None = None) -> int:
+        """write(2): the number of bytes written."""
+        return self.port.write(self.chain, fd, buf, timeout=timeout)  # type: ignore[attr-defined]
+
+    def fcntl_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an F_*/FD_* constant on the port's platform, or None."""
+        return self.port.fcntl_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def file_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an O_*/S_*/SEEK_* constant, or None."""
+        return self.port.file_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def ioctl_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an ioctl request, or None."""
+        return self.port.ioctl_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def mount_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an MS_*/MNT_* flag, or None."""
+        return self.port.mount_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def prctl_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a PR_* option, or None."""
+        return self.port.prctl_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def rlimit_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an RLIMIT_* resource, or None."""
+        return self.port.rlimit_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def seccomp_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a SECCOMP_* constant, or None (AUDIT_ARCH_NATIVE: the port's own architecture)."""
+        return self.port.seccomp_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def syscall_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The number of a system call (SYS_read) on the port's architecture, or None."""
+        return self.port.syscall_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def socket_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of an AF_*/SOCK_* constant, or None."""
+        return self.port.socket_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def ptrace_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a PTRACE_* request, or None."""
+        return self.port.ptrace_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def prio_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
+        """The value of a PRIO_* constant, or None."""
+        return self.port.prio_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def jail(self, cstruct: CStruct, *, timeout: float | None = None) -> int:
+        """jail(2): FreeBSD only."""
+        return self.port.jail(self.chain, cstruct, timeout=timeout)  # type: ignore[attr-defined]
+
+    def jail_attach(self, jid: int, *, timeout: float | None = None) -> None:
+        """jail_attach(2): FreeBSD only."""
+        return self.port.jail_attach(self.chain, jid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def jail_remove(self, jid: int, *, timeout: float | None = None) -> None:
+        """jail_remove(2): FreeBSD only."""
+        return self.port.jail_remove(self.chain, jid, timeout=timeout)  # type: ignore[attr-defined]
+
+    def pledge(self, promises: str | bytes, execpromises: str | bytes, *, timeout: float | None = None) -> None:
+        """pledge(2): OpenBSD only."""
+        return self.port.pledge(self.chain, promises, execpromises, timeout=timeout)  # type: ignore[attr-defined]
+
+    def unveil(self, path: str | bytes, permissions: str | bytes, *, timeout: float | None = None) -> None:
+        """unveil(2): OpenBSD only."""
+        return self.port.unveil(self.chain, path, permissions, timeout=timeout)  # type: ignore[attr-defined]
+
+    def cap_enter(self, *, timeout: float | None = None) -> None:
+        """cap_enter(2): FreeBSD only."""
+        return self.port.cap_enter(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def cap_getmode(self, *, timeout: float | None = None) -> int:
+        """cap_getmode(2): FreeBSD only."""
+        return self.port.cap_getmode(self.chain, timeout=timeout)  # type: ignore[attr-defined]
+
+    def cap_fcntls_limit(self, fd: int, rights: int, *, timeout: float | None = None) -> None:
+        """cap_fcntls_limit(2): FreeBSD only."""
+        return self.port.cap_fcntls_limit(self.chain, fd, rights, timeout=timeout)  # type: ignore[attr-defined]
+
+    def cap_ioctls_limit(self, fd: int, cmds: Sequence[int], *, timeout: float | None = None) -> None:
+        """cap_ioctls_limit(2): FreeBSD only."""
+        return self.port.cap_ioctls_limit(self.chain, fd, cmds, timeout=timeout)  # type: ignore[attr-defined]
+
+    def cap_rights_limit(self, fd: int, rights: Sequence[int], *, timeout: float | None = None) -> None:
+        """cap_rights_limit(2): FreeBSD only."""
+        return self.port.cap_rights_limit(self.chain, fd, rights, timeout=timeout)  # type: ignore[attr-defined]
+
+    def procctl(self, idtype: int, id: int, cmd: int, data: CStruct, *, timeout: float | None = None) -> tuple[Any, ...]:
+        """procctl(2): FreeBSD only."""
+        return self.port.procctl(self.chain, idtype, id, cmd, data, timeout=timeout)  # type: ignore[attr-defined]
 
     def stdout(self, timeout: float = 0) -> bytes:
         """The output of the exec'd process that has arrived within timeout seconds, joined; b"" when none."""

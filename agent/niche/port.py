@@ -28,10 +28,11 @@ from .results import ChildProc, Rlimit
 
 Chain = Sequence[int]
 Constant = int | str | bytes | Sequence[int | str | bytes]
+CStruct = int | bytes | None | list[bytes | tuple[str, int | bytes]]
 Event = tuple[Any, ...]
 
 __all__ = [
-    "BadPid", "Chain", "ChildProc", "Constant", "Event", "Port", "PortClosed", "PortError",
+    "BadPid", "CStruct", "Chain", "ChildProc", "Constant", "Event", "Port", "PortClosed", "PortError",
     "Process", "ProcessExited", "ProtocolError", "Rlimit", "Undefined",
 ]
 
@@ -385,7 +386,8 @@ class Port(PortCalls):
                 piece = view[off : off + _p.STDIN_CHUNK]
                 if len(inflight) >= STDIN_WINDOW:
                     settle()
-                inflight.append((*self._start(chain_t, CALLS["stdin"], (_p.term_bytes(piece.tobytes()),)), len(piece)))
+                rid, w = self._start(chain_t, CALLS["stdin"], (_p.term_bytes(piece.tobytes()),))
+                inflight.append((rid, w, len(piece)))
                 off += len(piece)
                 if off >= len(view):
                     break

@@ -156,6 +156,58 @@ def arg_const(v: Any, name: str, family: str) -> bytes:
     return _const1(v, name)
 
 
+def arg_ints(v: Any, name: str) -> bytes:
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+        raise TypeError(f"{name} must be a list of ints, not {_name(v)}")
+    return term_list([arg_int(x, f"{name}[{i}]") for i, x in enumerate(v)])
+
+
+def arg_pair(v: Any, name: str) -> bytes:
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) != 2:
+        raise TypeError(f"{name} must be a pair of ints (cur, max)")
+    return arg_ints(v, name)
+
+
+def arg_timeval(v: Any, name: str) -> bytes:
+    """None (wait for ever), seconds as a number, or (sec, usec)."""
+    if v is None:
+        return b"n"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if v < 0:
+            raise ValueError(f"{name} must not be negative")
+        sec = int(v)
+        return arg_ints((sec, int(round((v - sec) * 1_000_000))), name)
+    return arg_pair(v, name)
+
+
+def _cstruct_item(v: Any, name: str) -> bytes:
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return term_bytes(bytes(v))
+    if isinstance(v, tuple) and len(v) == 2 and v[0] == "ptr":
+        size_or_data = v[1]
+        if isinstance(size_or_data, int) and not isinstance(size_or_data, bool):
+            if size_or_data < 0:
+                raise ValueError(f"{name}: a ptr size must not be negative")
+            return term_list([term_int(size_or_data)])
+        if isinstance(size_or_data, (bytes, bytearray)):
+            return term_list([term_bytes(bytes(size_or_data))])
+    raise TypeError(f"{name}: a cstruct item is bytes, ('ptr', size) or ('ptr', bytes), not {v!r}")
+
+
+def arg_cstruct(v: Any, name: str) -> bytes:
+    """An int, bytes (a buffer passed and returned), None (NULL), or a list
+    of bytes and ("ptr", ...) items laid out as a C struct."""
+    if v is None:
+        return b"n"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return arg_int(v, name)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return term_bytes(bytes(v))
+    if isinstance(v, list):
+        return term_list([_cstruct_item(x, f"{name}[{i}]") for i, x in enumerate(v)])
+    raise TypeError(f"{name} must be an int, bytes or a cstruct list, not {_name(v)}")
+
+
 # --- frames ----------------------------------------------------------------
 
 

@@ -56,6 +56,21 @@ def bytes(v: Any) -> builtins.bytes:  # noqa: A001
     return v
 
 
+def ints(v: Any) -> list[builtins.int]:
+    return list(v)
+
+
+def _cs(v: Any) -> Any:
+    """A cstruct as returned: ("ptr", contents) items become tuples."""
+    if isinstance(v, list):
+        return [("ptr", x[1]) if isinstance(x, list) and x[:1] == [b"ptr"] else x for x in v]
+    return v
+
+
+def tuple(v: Any) -> builtins.tuple[Any, ...]:  # noqa: A001
+    return builtins.tuple(_cs(x) for x in v)
+
+
 def cpids(v: Any) -> list[ChildProc]:
     return [ChildProc(*x) for x in v]
 

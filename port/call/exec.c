@@ -22,3 +22,12 @@ int niche_sys_execvp(struct niche_ctx *c)
     exec_restore(c->s);
     return e;
 }
+
+int niche_sys_fexecve(struct niche_ctx *c)
+{
+    exec_prepare(c->s);
+    fexecve((int)c->a[0].i, c->a[1].v, c->a[2].v);
+    int e = errno;
+    exec_restore(c->s);
+    return e;
+}

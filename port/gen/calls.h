@@ -30,18 +30,110 @@
 #define NICHE_CALL_ERRNO_CONSTANT 27
 #define NICHE_CALL_ERRNO_ID 28
 #define NICHE_CALL_SIGNAL_ID 29
+#define NICHE_CALL_ALLOC 30
+#define NICHE_CALL_CHMOD 31
+#define NICHE_CALL_CHOWN 32
+#define NICHE_CALL_CHROOT 33
+#define NICHE_CALL_CLOSE 34
+#define NICHE_CALL_CONNECT 35
+#define NICHE_CALL_FCNTL 36
+#define NICHE_CALL_FEXECVE 37
+#define NICHE_CALL_FILTER 38
+#define NICHE_CALL_GETGID 39
+#define NICHE_CALL_GETGROUPS 40
+#define NICHE_CALL_GETHOSTNAME 41
+#define NICHE_CALL_GETPGRP 42
+#define NICHE_CALL_GETPRIORITY 43
+#define NICHE_CALL_GETRESGID 44
+#define NICHE_CALL_GETRESUID 45
+#define NICHE_CALL_GETRLIMIT 46
+#define NICHE_CALL_GETSID 47
+#define NICHE_CALL_GETUID 48
+#define NICHE_CALL_IOCTL 49
+#define NICHE_CALL_LINK 50
+#define NICHE_CALL_LSEEK 51
+#define NICHE_CALL_MKDIR 52
+#define NICHE_CALL_MKFIFO 53
+#define NICHE_CALL_MOUNT 54
+#define NICHE_CALL_OPEN 55
+#define NICHE_CALL_PIVOT_ROOT 56
+#define NICHE_CALL_PRCTL 57
+#define NICHE_CALL_PTRACE 58
+#define NICHE_CALL_READ 59
+#define NICHE_CALL_READDIR 60
+#define NICHE_CALL_RMDIR 61
+#define NICHE_CALL_SECCOMP 62
+#define NICHE_CALL_SELECT 63
+#define NICHE_CALL_SETGID 64
+#define NICHE_CALL_SETGROUPS 65
+#define NICHE_CALL_SETHOSTNAME 66
+#define NICHE_CALL_SETNS 67
+#define NICHE_CALL_SETPGID 68
+#define NICHE_CALL_SETPRIORITY 69
+#define NICHE_CALL_SETPROCTITLE 70
+#define NICHE_CALL_SETRESGID 71
+#define NICHE_CALL_SETRESUID 72
+#define NICHE_CALL_SETRLIMIT 73
+#define NICHE_CALL_SETSID 74
+#define NICHE_CALL_SETUID 75
+#define NICHE_CALL_SOCKET 76
+#define NICHE_CALL_SYMLINK 77
+#define NICHE_CALL_UMOUNT 78
+#define NICHE_CALL_UMOUNT2 79
+#define NICHE_CALL_UNLINK 80
+#define NICHE_CALL_UNSHARE 81
+#define NICHE_CALL_WRITE 82
+#define NICHE_CALL_FCNTL_CONSTANT 83
+#define NICHE_CALL_FILE_CONSTANT 84
+#define NICHE_CALL_IOCTL_CONSTANT 85
+#define NICHE_CALL_MOUNT_CONSTANT 86
+#define NICHE_CALL_PRCTL_CONSTANT 87
+#define NICHE_CALL_RLIMIT_CONSTANT 88
+#define NICHE_CALL_SECCOMP_CONSTANT 89
+#define NICHE_CALL_SYSCALL_CONSTANT 90
+#define NICHE_CALL_SOCKET_CONSTANT 91
+#define NICHE_CALL_PTRACE_CONSTANT 92
+#define NICHE_CALL_PRIO_CONSTANT 93
+#define NICHE_CALL_JAIL 120
+#define NICHE_CALL_JAIL_ATTACH 121
+#define NICHE_CALL_JAIL_REMOVE 122
+#define NICHE_CALL_PLEDGE 123
+#define NICHE_CALL_UNVEIL 124
+#define NICHE_CALL_CAP_ENTER 125
+#define NICHE_CALL_CAP_GETMODE 126
+#define NICHE_CALL_CAP_FCNTLS_LIMIT 127
+#define NICHE_CALL_CAP_IOCTLS_LIMIT 128
+#define NICHE_CALL_CAP_RIGHTS_LIMIT 129
+#define NICHE_CALL_PROCCTL 130
 
-#define NICHE_NCALLS 30
+#define NICHE_NCALLS 131
 
 #define NICHE_FAM_CLONE 0
 #define NICHE_FAM_SIGNAL 1
 #define NICHE_FAM_ERRNO 2
-#define NICHE_NFAMILIES 3
+#define NICHE_FAM_FCNTL 3
+#define NICHE_FAM_FILE 4
+#define NICHE_FAM_IOCTL 5
+#define NICHE_FAM_MOUNT 6
+#define NICHE_FAM_PRCTL 7
+#define NICHE_FAM_RLIMIT 8
+#define NICHE_FAM_PRIO 9
+#define NICHE_FAM_SECCOMP 10
+#define NICHE_FAM_SYSCALL 11
+#define NICHE_FAM_SOCKET 12
+#define NICHE_FAM_PTRACE 13
+#define NICHE_NFAMILIES 14
 
 struct niche_ctx;
+int niche_sys_alloc(struct niche_ctx *);
 int niche_sys_chdir(struct niche_ctx *);
+int niche_sys_chmod(struct niche_ctx *);
+int niche_sys_chown(struct niche_ctx *);
+int niche_sys_chroot(struct niche_ctx *);
 int niche_sys_clearenv(struct niche_ctx *);
 int niche_sys_clone(struct niche_ctx *);
+int niche_sys_close(struct niche_ctx *);
+int niche_sys_connect(struct niche_ctx *);
 int niche_sys_constant(struct niche_ctx *);
 int niche_sys_cpid(struct niche_ctx *);
 int niche_sys_environ(struct niche_ctx *);
@@ -50,19 +142,67 @@ int niche_sys_errno_id(struct niche_ctx *);
 int niche_sys_execve(struct niche_ctx *);
 int niche_sys_execvp(struct niche_ctx *);
 int niche_sys_exit(struct niche_ctx *);
+int niche_sys_fcntl(struct niche_ctx *);
+int niche_sys_fexecve(struct niche_ctx *);
+int niche_sys_filter(struct niche_ctx *);
 int niche_sys_fork(struct niche_ctx *);
 int niche_sys_getcpid(struct niche_ctx *);
 int niche_sys_getcwd(struct niche_ctx *);
 int niche_sys_getenv(struct niche_ctx *);
+int niche_sys_getgid(struct niche_ctx *);
+int niche_sys_getgroups(struct niche_ctx *);
+int niche_sys_gethostname(struct niche_ctx *);
 int niche_sys_getopt(struct niche_ctx *);
+int niche_sys_getpgrp(struct niche_ctx *);
 int niche_sys_getpid(struct niche_ctx *);
 int niche_sys_getppid(struct niche_ctx *);
+int niche_sys_getpriority(struct niche_ctx *);
+int niche_sys_getresgid(struct niche_ctx *);
+int niche_sys_getresuid(struct niche_ctx *);
+int niche_sys_getrlimit(struct niche_ctx *);
+int niche_sys_getsid(struct niche_ctx *);
+int niche_sys_getuid(struct niche_ctx *);
+int niche_sys_ioctl(struct niche_ctx *);
 int niche_sys_kill(struct niche_ctx *);
+int niche_sys_link(struct niche_ctx *);
+int niche_sys_lseek(struct niche_ctx *);
+int niche_sys_mkdir(struct niche_ctx *);
+int niche_sys_mkfifo(struct niche_ctx *);
+int niche_sys_mount(struct niche_ctx *);
+int niche_sys_open(struct niche_ctx *);
+int niche_sys_pivot_root(struct niche_ctx *);
+int niche_sys_prctl(struct niche_ctx *);
+int niche_sys_ptrace(struct niche_ctx *);
+int niche_sys_read(struct niche_ctx *);
+int niche_sys_readdir(struct niche_ctx *);
+int niche_sys_rmdir(struct niche_ctx *);
+int niche_sys_seccomp(struct niche_ctx *);
+int niche_sys_select(struct niche_ctx *);
 int niche_sys_setcpid(struct niche_ctx *);
 int niche_sys_setenv(struct niche_ctx *);
+int niche_sys_setgid(struct niche_ctx *);
+int niche_sys_setgroups(struct niche_ctx *);
+int niche_sys_sethostname(struct niche_ctx *);
+int niche_sys_setns(struct niche_ctx *);
 int niche_sys_setopt(struct niche_ctx *);
+int niche_sys_setpgid(struct niche_ctx *);
+int niche_sys_setpriority(struct niche_ctx *);
+int niche_sys_setproctitle(struct niche_ctx *);
+int niche_sys_setresgid(struct niche_ctx *);
+int niche_sys_setresuid(struct niche_ctx *);
+int niche_sys_setrlimit(struct niche_ctx *);
+int niche_sys_setsid(struct niche_ctx *);
+int niche_sys_setuid(struct niche_ctx *);
 int niche_sys_sigaction(struct niche_ctx *);
 int niche_sys_signal_id(struct niche_ctx *);
+int niche_sys_socket(struct niche_ctx *);
 int niche_sys_stdin(struct niche_ctx *);
+int niche_sys_symlink(struct niche_ctx *);
+int niche_sys_umount(struct niche_ctx *);
+int niche_sys_umount2(struct niche_ctx *);
+int niche_sys_undefined(struct niche_ctx *);
+int niche_sys_unlink(struct niche_ctx *);
 int niche_sys_unsetenv(struct niche_ctx *);
+int niche_sys_unshare(struct niche_ctx *);
 int niche_sys_version(struct niche_ctx *);
+int niche_sys_write(struct niche_ctx *);
