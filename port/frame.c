@@ -336,7 +336,7 @@ static void execute(struct niche_state *s, uint32_t id, unsigned callno, pid_t t
     }
     if (s->filter[callno / 8] & (1 << (callno % 8))) {
         char msg[96];
-        snprintf(msg, sizeof(msg), "%s is filtered in this process", call->name);
+        snprintf(msg, sizeof(msg), "filtered in this process");
         up_reply_msg(s, id, ST_UNDEF, msg);
         return;
     }

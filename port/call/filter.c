@@ -24,8 +24,7 @@ int niche_sys_filter(struct niche_ctx *c)
 int niche_sys_undefined(struct niche_ctx *c)
 {
     char msg[128];
-    snprintf(msg, sizeof(msg), "%s: %s only, not supported on Linux", c->call->name,
-             c->call->platform);
+    snprintf(msg, sizeof(msg), "%s only: not supported on Linux", c->call->platform);
     t_str(&c->res, msg);
     c->status = ST_UNDEF;
     return NICHE_FAILED;
