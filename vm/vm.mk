@@ -24,7 +24,7 @@ VM_STUB   ?=
 vm_port    = $(if $(VM_STUB),$(VM)/stub/$(1)/niche-port,$(VM_PORT_$(1)))
 VM_PYTEST ?= -m vm -ra
 
-.PHONY: test-vm vm-prep vm-deps vm-selftest vm-refresh vm-kernel
+.PHONY: test-vm vm-prep vm-prep-optional vm-deps vm-selftest vm-refresh vm-kernel
 
 test-vm: vm-prep
 	@$(PY) -m pytest $(VM_PYTEST) tests/vm $(PYTEST_ARGS); rc=$$?; \
@@ -78,3 +78,11 @@ vm-prep: vm-kernel $(foreach a,$(VM_ARCHES),$(VM)/init/$(a)/init $(call vm_port,
 	    case $$a in x86_64) p='$(call vm_port,x86_64)';; arm64) p='$(call vm_port,arm64)';; \
 	        armhf) p='$(call vm_port,armhf)';; raspi0) p='$(call vm_port,raspi0)';; esac; \
 	    vm/mkguest.sh $(VM) $$a $(VM)/init/$$a/init $$p || exit 1; done
+
+# For `make test`: build the lane when possible; when it cannot be built here
+# (no root for apt, no registry), say so in one line and go on: its tests
+# then skip with their reason. Under NICHE_REQUIRE_VM=1 (CI) it is an error.
+vm-prep-optional:
+	@$(MAKE) --no-print-directory vm-prep || { \
+	    if [ "$$NICHE_REQUIRE_VM" = 1 ]; then echo "make: the VM lane could not be built (NICHE_REQUIRE_VM=1)" >&2; exit 1; fi; \
+	    echo "make: the VM lane could not be built (see above): its tests will be skipped" >&2; }

@@ -22,7 +22,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guest import ARCHES, Guest, GuestError, port_binary, qemu_problem, qemu_user  # noqa: E402
+from guest import (  # noqa: E402
+    ARCHES,
+    Guest,
+    GuestError,
+    lane_problem,
+    port_binary,
+    qemu_problem,
+    qemu_user,
+)
 
 REQUIRE = os.environ.get("NICHE_REQUIRE_VM") == "1"
 _GUESTS: dict[str, Guest] = {}
@@ -42,11 +50,29 @@ class GuestSerial(str):
     guest: Guest
 
 
+_LANE = {"problem": None, "skipped": 0}
+
+
 def pytest_collection_modifyitems(config, items):
     here = Path(__file__).resolve().parent
-    for item in items:
-        if Path(str(item.fspath)).resolve().is_relative_to(here):
-            item.add_marker(pytest.mark.vm)
+    mine = [i for i in items if Path(str(i.fspath)).resolve().is_relative_to(here)]
+    for item in mine:
+        item.add_marker(pytest.mark.vm)
+    problem = lane_problem() if mine else None
+    if problem and not REQUIRE:
+        # one reason for the whole lane, said once in the summary
+        _LANE["problem"] = problem
+        for item in mine:
+            if "vm_guest" in item.fixturenames:
+                item.add_marker(pytest.mark.skip(reason=f"VM lane not run: {problem}"))
+                _LANE["skipped"] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _LANE["problem"]:
+        terminalreporter.write_line(
+            f"VM lane: {_LANE['skipped']} guest tests skipped: {_LANE['problem']}",
+            yellow=True)
 
 
 @pytest.fixture(scope="session", params=ARCHES)

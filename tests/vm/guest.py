@@ -49,6 +49,15 @@ class GuestError(RuntimeError):
     pass
 
 
+def lane_problem() -> str | None:
+    """Why no guest at all can run here, or None."""
+    if not any(shutil.which(m[0]) for m in _MACHINES.values()):
+        return "qemu-system is not installed (`make vm-deps` installs it, as root)"
+    if not any((VMDIR / a / "guest.json").exists() for a in ARCHES):
+        return f"no guest is built under {VMDIR} (`make vm-prep` builds them)"
+    return None
+
+
 def qemu_problem(arch: str) -> str | None:
     """Why this guest cannot run here, or None."""
     binary = _MACHINES[arch][0]
