@@ -50,7 +50,7 @@ class GuestSerial(str):
     guest: Guest
 
 
-_LANE = {"problem": None, "skipped": 0}
+_LANE = {"problem": None, "skipped": 0, "boots": {}}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -69,6 +69,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _LANE["boots"]:
+        terminalreporter.write_line("VM lane: booted to READY in " + ", ".join(
+            f"{a} {t:.1f} s" for a, t in _LANE["boots"].items()))
     if _LANE["problem"]:
         terminalreporter.write_line(
             f"VM lane: {_LANE['skipped']} guest tests skipped: {_LANE['problem']}",
@@ -90,7 +93,7 @@ def vm_guest(request):
             vm_unavailable(f"{arch}: qemu cannot run: {g.logs(5)}")
         raise
     _GUESTS[arch] = g
-    sys.stderr.write(f"\n[vm] {arch} booted in {g.boot_seconds:.1f} s, port on {path}\n")
+    _LANE["boots"][arch] = g.boot_seconds
     s = GuestSerial(path)
     s.guest = g
     yield s
