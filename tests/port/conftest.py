@@ -8,29 +8,82 @@ tests do not trust the port's own account of its process tree.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import niche
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT_BIN = ROOT / "build" / "native" / "niche-port"
+# The binary niche.Port() runs by default: NICHE_PORT, else the build's.
+PORT_BIN = Path(os.environ.get("NICHE_PORT") or ROOT / "build" / "native" / "niche-port")
 
 # Linux generic values, used only to check what the port reports.
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWPID = 0x20000000
 
-niche = pytest.importorskip("niche")
+# The test modules import the helpers below as `porthelpers`: an alias that
+# does not depend on how pytest names conftest modules.
+sys.modules.setdefault("porthelpers", sys.modules[__name__])
+
+
+_CLOSED: list = []  # the ports closed here (kept alive: ids get reused)
+
+
+def close_and_check(p, timeout: float = 30.0) -> None:
+    """Close the port p and check that it and its whole tree are gone.
+
+    The tree is snapshotted from /proc just before closing; every process
+    in it (the port included) must have exited and been reaped.
+    """
+    if any(q is p for q in _CLOSED):
+        return
+    _CLOSED.append(p)
+    try:
+        root = p.getpid([], timeout=5)
+    except Exception:  # the test may have killed or closed the port
+        root = None
+    tree = []
+    if root is not None:
+        tree = [i for i in (identity(x) for x in [root, *descendants(root)]) if i]
+    t = CallThread(p.close)
+    t.start()
+    _, exc = t.outcome(timeout)
+    if exc is not None:
+        raise exc
+    assert wait_until(lambda: not any(still_there(i) for i in tree), 10), (
+        "processes left behind after close: "
+        + ", ".join(f"{i[0]} {proc_stat(i[0])}" for i in tree if still_there(i))
+    )
 
 
 @pytest.fixture
 def port() -> Iterator[niche.Port]:
-    """A port with default options, closed (and checked gone) afterwards."""
-    with niche.Port() as p:
+    """A port with default options; closed afterwards, leaving no process."""
+    p = niche.Port()
+    try:
         yield p
+    finally:
+        close_and_check(p)
+
+
+@pytest.fixture
+def make_port():
+    """make_port(**kw) starts a port; each is closed and checked at teardown."""
+    ports = []
+
+    def make(**kw):
+        p = niche.Port(**kw)
+        ports.append(p)
+        return p
+
+    yield make
+    for p in ports:
+        close_and_check(p)
 
 
 @pytest.fixture
@@ -101,6 +154,16 @@ def still_there(ident: tuple[int, int]) -> bool:
     """True when the very process ident names still exists (zombies count)."""
     st = proc_stat(ident[0])
     return st is not None and st[2] == ident[1]
+
+
+def gone_or_zombie(ident: tuple[int, int]) -> bool:
+    """True when the process ident names no longer runs.
+
+    A zombie counts as gone: an orphan whose new parent (init) does not
+    reap it stays a zombie, and that is not the port's doing.
+    """
+    st = proc_stat(ident[0])
+    return st is None or st[2] != ident[1] or st[0] == "Z"
 
 
 def zombies_of(pid: int) -> list[int]:
@@ -189,9 +252,7 @@ def read_stdout(port, chain, n: int, timeout: float = 30.0, stream: str = "stdou
     while len(buf) < n:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(
-                f"{stream} of {chain}: got {len(buf)} of {n} bytes within {timeout}s"
-            )
+            raise AssertionError(f"{stream} of {chain}: got {len(buf)} of {n} bytes within {timeout}s")
         data = get(chain, timeout=min(left, 1.0))
         assert isinstance(data, bytes)
         buf += data
