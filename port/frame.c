@@ -379,7 +379,10 @@ void handle_down(struct niche_state *s, const unsigned char *f, size_t len)
         return;
     }
     if (blen < 6) {
-        up_protoerr(s, "CALL frame shorter than its id and call number");
+        if (blen >= 4)
+            up_reply_msg(s, get_u32(body), ST_BADARG, "CALL frame cut short in its call number");
+        else
+            up_protoerr(s, "CALL frame shorter than its id and call number");
         return;
     }
     uint32_t id = get_u32(body);
@@ -403,6 +406,7 @@ void handle_down(struct niche_state *s, const unsigned char *f, size_t len)
         c->exec_pending = 1;
         c->exec_id = id;
     }
+    child_inflight_add(c, id);
     unsigned char h[NICHE_HDR];
     mkhdr(h, type, depth - 1, len - NICHE_HDR - 4);
     child_queue_down(s, c, h, NICHE_HDR, f + NICHE_HDR + 4, len - NICHE_HDR - 4);

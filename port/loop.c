@@ -109,7 +109,28 @@ static void child_free(struct niche_state *s, struct child *c)
     nbuf_free(&c->wq);
     nbuf_free(&c->iq);
     free(c->acks);
+    free(c->inflight);
     free(c);
+}
+
+/* --- calls in flight: answered by the child, or failed when it dies --- */
+
+void child_inflight_add(struct child *c, uint32_t id)
+{
+    if (c->ninflight == c->icap) {
+        c->icap = c->icap ? c->icap * 2 : 4;
+        c->inflight = xrealloc(c->inflight, c->icap * sizeof(*c->inflight));
+    }
+    c->inflight[c->ninflight++] = id;
+}
+
+static void inflight_done(struct child *c, uint32_t id)
+{
+    for (size_t i = c->ninflight; i-- > 0;) /* the newest is the likeliest */
+        if (c->inflight[i] == id) {
+            c->inflight[i] = c->inflight[--c->ninflight];
+            return;
+        }
 }
 
 /* --- down: frames and stdin data, never blocking the loop ------------ */
@@ -231,6 +252,7 @@ static void ctl_eof(struct niche_state *s, struct child *c)
         t_none(&none);
         up_reply(s, c->exec_id, ST_OK, &none);
         nbuf_free(&none);
+        inflight_done(c, c->exec_id);
         c->exec_pending = 0;
     }
 }
@@ -253,8 +275,12 @@ static int ctl_read(struct niche_state *s, struct child *c)
     int r;
     while ((r = frame_header_ok(c->rbuf.p + off, c->rbuf.len - off, 0, &flen)) == 1) {
         const unsigned char *f = c->rbuf.p + off;
-        if (c->exec_pending && f[2] == F_REPLY && f[3] == 0 && get_u32(f + NICHE_HDR) == c->exec_id)
-            c->exec_pending = 0; /* the exec failed and the child said why */
+        if (f[2] == F_REPLY && flen >= NICHE_HDR + 4u * f[3] + 4) {
+            uint32_t id = get_u32(f + NICHE_HDR + 4 * f[3]);
+            inflight_done(c, id);
+            if (c->exec_pending && f[3] == 0 && id == c->exec_id)
+                c->exec_pending = 0; /* the exec failed and the child said why */
+        }
         up_forward(s, c->pid, f, flen);
         off += flen;
     }
@@ -327,6 +353,10 @@ static void child_finish(struct niche_state *s, struct child *c)
     }
     if (send)
         up_event(s, F_EVENT, c->pid, &ev);
+    /* Calls it (or its subtree) took and never answered: it died with them. */
+    for (size_t i = 0; i < c->ninflight; i++)
+        up_reply(s, c->inflight[i], ST_EXITED, &ev);
+    c->ninflight = 0;
     up_event(s, F_GONE, c->pid, &ev);
     nbuf_free(&ev);
     child_free(s, c);
@@ -474,6 +504,9 @@ static void child_start(struct niche_state *s, int ctl, int in, int out, int err
     close(out);
     close(err);
     niche_init(s, ctl, ctl, s->depth + 1);
+    /* Tell the parent we hold none of its descriptors any more. */
+    while (send(ctl, "R", 1, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
 }
 
 static int cloexec_pipe(int p[2], int nonblock_end)
@@ -515,6 +548,11 @@ int spawn(struct niche_state *s, unsigned long flags, pid_t *pidp)
     close(pin[0]);
     close(pout[1]);
     close(perr[1]);
+    /* Wait until the child has let go of our descriptors: a fork returns a
+     * process that is in its loop, and nothing of ours leaks if it stops. */
+    char ready;
+    while (recv(sv[0], &ready, 1, 0) < 0 && errno == EINTR)
+        ;
     struct child *c = child_add(s, pid);
     c->ctl = sv[0];
     c->in = pin[1];

@@ -22,7 +22,7 @@ enum { F_CALL = 0x01, F_HELLO = 0x02 };
 enum {
     F_UP_HELLO = 0x81, F_REPLY, F_STDOUT, F_STDERR, F_EVENT, F_GONE, F_PROTOERR
 };
-enum { ST_OK = 0, ST_ERRNO, ST_BADPID, ST_UNDEF, ST_BADARG };
+enum { ST_OK = 0, ST_ERRNO, ST_BADPID, ST_UNDEF, ST_BADARG, ST_EXITED };
 
 /* Handlers return 0 (ok, result term in ctx->res), an errno value, or: */
 #define NICHE_DEFER (-1)  /* the reply is sent later (stdin) */
@@ -103,6 +103,8 @@ struct child {
     uint64_t in_written, in_queued;
     struct ack *acks;
     size_t nacks, acap;
+    uint32_t *inflight; /* ids of calls sent down to it, not answered yet */
+    size_t ninflight, icap;
 };
 
 struct niche_state {
@@ -188,6 +190,7 @@ struct child *child_find(struct niche_state *s, pid_t pid);
 struct child *child_add(struct niche_state *s, pid_t pid);
 void child_queue_down(struct niche_state *s, struct child *c, const void *hdr, size_t hlen,
                       const void *rest, size_t rlen);
+void child_inflight_add(struct child *c, uint32_t id);
 void child_stdin_kick(struct niche_state *s, struct child *c);
 void child_watch_output(struct niche_state *s, struct child *c);
 void begin_shutdown(struct niche_state *s, int code);

@@ -128,6 +128,7 @@ class Port(PortCalls):
         self._decoder = _p.Decoder()
         self._hello: _p.Hello | None = None
         self._closed: PortClosed | None = None
+        self._sleepers = 0  # threads waiting on _cv for the reader
         self.protocol_errors: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._serial: Any = None
@@ -193,37 +194,48 @@ class Port(PortCalls):
 
     def _send(self, data: bytes) -> None:
         """Write a whole frame. Never blocks for good while the port is
-        itself blocked writing to us: waiting writers read in between."""
-        view = memoryview(data)
+        itself blocked writing to us: a blocked writer reads in between."""
         with self._wlock:
-            while view:
-                if self._closed:
-                    raise self._closed
+            if self._closed:
+                raise self._closed
+            try:
+                n = os.write(self._wfd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError as e:  # EPIPE: the port is gone
+                self._set_closed(f"cannot write to the port: {e}")
+                raise self._closed from e  # type: ignore[misc]
+            if n < len(data):
+                self._send_slow(memoryview(data)[n:])
+
+    def _send_slow(self, view: memoryview) -> None:  # under _wlock
+        while view:
+            if self._closed:
+                raise self._closed
+            try:
+                view = view[os.write(self._wfd, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                self._set_closed(f"cannot write to the port: {e}")
+                raise self._closed from e  # type: ignore[misc]
+            if self._rlock.acquire(blocking=False):
                 try:
-                    n = os.write(self._wfd, view)
-                    view = view[n:]
-                    continue
-                except BlockingIOError:
-                    pass
-                except OSError as e:  # EPIPE: the port is gone
-                    self._set_closed(f"cannot write to the port: {e}")
-                    raise self._closed from e  # type: ignore[misc]
-                if self._rlock.acquire(blocking=False):
-                    try:
-                        r, w, _ = select.select([self._rfd], [self._wfd], [], 1.0)
-                        if r:
-                            self._read_some(None)
-                    finally:
-                        self._release_reader()
-                else:
-                    select.select([], [self._wfd], [], 0.05)
+                    if select.select([self._rfd], [self._wfd], [], 1.0)[0]:
+                        self._read_some(None)
+                finally:
+                    self._release_reader()
+            else:
+                select.select([], [self._wfd], [], 0.05)
 
     # --- reading: leader/followers --------------------------------------
 
     def _release_reader(self) -> None:
-        with self._cv:
-            self._rlock.release()
-            self._cv.notify_all()
+        self._rlock.release()
+        if self._sleepers:  # read after the release: see _wait_for
+            with self._cv:
+                self._cv.notify_all()
 
     def _read_some(self, deadline: float | None) -> None:
         """Read once (the caller holds _rlock) and dispatch what arrived."""
@@ -251,31 +263,41 @@ class Port(PortCalls):
         with self._cv:
             for m in msgs:
                 self._dispatch(m)
-            self._cv.notify_all()
+            if self._sleepers:
+                self._cv.notify_all()
 
     def _wait_for(self, cond: Callable[[], bool], deadline: float | None) -> bool:
-        """Wait until cond() (checked under _cv) holds, reading the port if
-        no other thread is. False when the deadline passed."""
+        """Wait until cond() holds, reading the port whenever no other thread
+        is (leader/followers). False when the deadline passed.
+
+        cond() only ever turns true (under _cv), so reading it unlocked is a
+        safe fast path. A follower counts itself in _sleepers before it checks
+        _rlock; the leader releases _rlock before it reads _sleepers: one of
+        the two always sees the other, so no wake-up is lost."""
         while True:
-            with self._cv:
-                while True:
+            if cond():
+                return True
+            if self._closed:
+                raise self._closed
+            if self._rlock.acquire(blocking=False):
+                try:
                     if cond():
                         return True
-                    if self._closed:
-                        raise self._closed
-                    if self._rlock.acquire(blocking=False):
-                        break
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        return False
-                    self._cv.wait(left)
-            try:
-                self._read_some(deadline)
-            finally:
-                self._release_reader()
-            if deadline is not None and time.monotonic() >= deadline:
+                    self._read_some(deadline)
+                finally:
+                    self._release_reader()
+            else:
                 with self._cv:
-                    return cond()
+                    self._sleepers += 1
+                    try:
+                        if not cond() and self._rlock.locked() and not self._closed:
+                            left = None if deadline is None else deadline - time.monotonic()
+                            if left is None or left > 0:
+                                self._cv.wait(left)
+                    finally:
+                        self._sleepers -= 1
+            if deadline is not None and time.monotonic() >= deadline:
+                return cond()
 
     def _dispatch(self, m: _p.Message) -> None:  # under _cv
         if isinstance(m, _p.Reply):
@@ -286,15 +308,10 @@ class Port(PortCalls):
             bufs = self._out if m.stream == _p.STDOUT else self._err
             bufs.setdefault(m.chain, bytearray()).extend(m.data)
         elif isinstance(m, _p.Event):
+            # GONE needs nothing here: the port answers every call that was
+            # in flight to the process with ST_EXITED before it sends GONE.
             if not m.gone:
                 self._events.setdefault(m.chain, deque()).append(m.event)
-                return
-            n = len(m.chain)
-            for rid, w in list(self._pending.items()):
-                if w.chain[:n] == m.chain:
-                    del self._pending[rid]
-                    w.exc = ProcessExited(f"process {list(m.chain)} exited: {m.event}", m.event)
-                    w.done = True
         elif isinstance(m, _p.Hello):
             self._hello = m
         else:
@@ -352,6 +369,9 @@ class Port(PortCalls):
             return e
         if w.status == _p.ST_BADPID:
             return BadPid(f"{name}: {list(w.chain)}: {msg}")
+        if w.status == _p.ST_EXITED:
+            ev = _p.event_tuple(w.value) if isinstance(w.value, list) else None
+            return ProcessExited(f"{name}: process {list(w.chain)} exited with the call in flight: {ev}", ev)
         if w.status == _p.ST_UNDEF:
             return Undefined(f"{name}: {msg}")
         return ProtocolError(f"{name}: {msg}")
@@ -363,9 +383,9 @@ class Port(PortCalls):
         """Write all of data to the exec'd process's stdin, in order. Blocks
         (back-pressure) while the process does not read; on timeout raises
         TimeoutError whose ``written`` is the number of bytes delivered."""
-        if isinstance(data, str):
-            raise TypeError("stdin data must be bytes, not str (encode it)")
-        view = memoryview(bytes(data) if not isinstance(data, bytes) else data)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"stdin data must be bytes, not {type(data).__name__}")
+        view = memoryview(data).cast("B")
         chain_t = _p.check_chain(chain)
         deadline = _deadline(timeout)
         inflight: deque[tuple[int, _Waiter, int]] = deque()

@@ -25,7 +25,7 @@ UP_HELLO, REPLY, STDOUT, STDERR, EVENT, GONE, PROTOERR = range(0x81, 0x88)
 UP_TYPES = frozenset(range(0x81, 0x88))
 
 # reply status
-ST_OK, ST_ERRNO, ST_BADPID, ST_UNDEF, ST_BADARG = range(5)
+ST_OK, ST_ERRNO, ST_BADPID, ST_UNDEF, ST_BADARG, ST_EXITED = range(6)
 
 INT64 = struct.Struct(">q")
 U32 = struct.Struct(">I")
