@@ -33,12 +33,14 @@ fi
 SRC=$K/src
 if [ ! -e "$SRC/.done" ]; then
     rm -rf "$SRC"; mkdir -p "$SRC"
-    dpkg-deb --fsys-tarfile "$DEBS/linux-source-6.1_${KV}_all.deb" |
-        tar -xO ./usr/src/linux-source-6.1.tar.xz |
-        tar -xJ -C "$SRC" --strip-components=3 \
+    # --occurrence=1: tar stops reading once it has all four (the writers
+    # upstream then die of SIGPIPE, hence no pipefail here)
+    (set +o pipefail
+     dpkg-deb --fsys-tarfile "$DEBS/linux-source-6.1_${KV}_all.deb" 2>/dev/null |
+        tar -xO ./usr/src/linux-source-6.1.tar.xz 2>/dev/null |
+        tar -xJ -C "$SRC" --strip-components=3 --occurrence=1 \
             linux-source-6.1/drivers/gpio/gpio-sim.c linux-source-6.1/drivers/gpio/gpio-mockup.c \
-            linux-source-6.1/drivers/gpio/gpiolib.h linux-source-6.1/kernel/irq/irq_sim.c
-    mv "$SRC"/*/* "$SRC"/ 2>/dev/null || true
+            linux-source-6.1/drivers/gpio/gpiolib.h linux-source-6.1/kernel/irq/irq_sim.c)
     # irq_to_desc() is not exported in 6.1; irq_sim is never a module upstream
     sed -i 's/handle_simple_irq(irq_to_desc(irqnum));/generic_handle_irq(irqnum);/' "$SRC/irq_sim.c"
     grep -q 'generic_handle_irq(irqnum);' "$SRC/irq_sim.c"

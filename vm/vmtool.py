@@ -70,8 +70,6 @@ Dir::State "{d}/state";
 Dir::State::Lists "{d}/lists";
 Dir::State::status "/var/lib/dpkg/status";
 Dir::Cache "{d}/cache";
-Dir::Cache::pkgcache "";
-Dir::Cache::srcpkgcache "";
 APT::Architecture "amd64";
 APT::Architectures {{ "amd64"; "arm64"; "armhf"; "armel"; }};
 Acquire::Languages "none";
@@ -80,9 +78,15 @@ APT::Sandbox::User "root";
 """)
 
 
-def _madison(pkg):
-    r = subprocess.run(["apt-cache", "madison", pkg], capture_output=True, text=True)
-    return {line.split("|")[1].strip() for line in r.stdout.splitlines() if "|" in line}
+def _madison(*pkgs):
+    """{package (without :arch): {versions}} in one apt-cache call."""
+    r = subprocess.run(["apt-cache", "madison", *pkgs], capture_output=True, text=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        if line.count("|") >= 2:
+            name, ver = (x.strip() for x in line.split("|")[:2])
+            out.setdefault(name.split(":")[0], set()).add(ver)
+    return out
 
 
 def _vercmp_key(versions):
@@ -101,23 +105,24 @@ def resolve():
     """Print KVERSION=... KABI=... : the newest version of the Debian kernel
     meta-packages available for every guest flavour (x86_64, arm64, armhf, rpi),
     and its ABI (from the meta-package's dependency)."""
+    metas = {f"linux-image-{flav}": arch for arch, flav in FLAVOURS.values()}
+    found = _madison(*(f"{m}:{a}" for m, a in metas.items()), "linux-source-6.1")
     common = None
-    for arch, flav in FLAVOURS.values():
-        v = _madison(f"linux-image-{flav}:{arch}")
+    for m, a in metas.items():
+        v = found.get(m)
         if not v:
-            sys.exit(f"vmtool resolve: apt knows no linux-image-{flav}:{arch} (apt-get update?)")
+            sys.exit(f"vmtool resolve: apt knows no {m}:{a} (apt-get update?)")
         common = v if common is None else common & v
+    common = (common or set()) & found.get("linux-source-6.1", set())
     if not common:
-        sys.exit("vmtool resolve: no kernel version is available for all guest flavours")
+        sys.exit("vmtool resolve: no kernel version is available for all guest flavours "
+                 "and as linux-source-6.1")
     ver = _vercmp_key(common)[0]
     r = subprocess.run(["apt-cache", "depends", f"linux-image-arm64:arm64={ver}"],
                        capture_output=True, text=True, check=True)
     m = re.search(r"Depends: linux-image-(\d+\.\d+\.\d+-\d+)-arm64", r.stdout)
     if not m:
         sys.exit(f"vmtool resolve: cannot find the ABI in:\n{r.stdout}")
-    src = _madison("linux-source-6.1")
-    if ver not in src:
-        sys.exit(f"vmtool resolve: linux-source-6.1={ver} not available")
     print(f"KVERSION={ver}")
     print(f"KABI={m.group(1)}")
 

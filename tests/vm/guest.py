@@ -49,6 +49,13 @@ class GuestError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the qemu child: SIGKILL when the test process dies, however it dies."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def lane_problem() -> str | None:
     """Why no guest at all can run here, or None."""
     if not any(shutil.which(m[0]) for m in _MACHINES.values()):
@@ -134,7 +141,8 @@ class Guest:
             log.write((" ".join(cmd) + "\n").encode())
             log.flush()
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         deadline = t0 + timeout
         while True:
             qlog = self.qemu_log.read_text(errors="replace")
