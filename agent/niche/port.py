@@ -321,39 +321,45 @@ class Port(PortCalls):
         with self._cv:
             if self._closed is None:
                 self._closed = PortClosed(why)
-            for w in self._pending.values():
+            # _start stores without the lock, then checks _closed: pop one by
+            # one so a store racing with this loop is either failed here or
+            # sees _closed itself.
+            while self._pending:
+                try:
+                    _, w = self._pending.popitem()
+                except KeyError:
+                    break
                 w.exc, w.done = self._closed, True
-            self._pending.clear()
             self._cv.notify_all()
 
     # --- calls ----------------------------------------------------------
 
     def _start(self, chain: tuple[int, ...], call: int, args: Sequence[bytes]) -> tuple[int, _Waiter]:
         w = _Waiter(chain)
-        with self._cv:
-            if self._closed:
-                raise self._closed
-            rid = next(self._ids) & 0xFFFFFFFF
-            self._pending[rid] = w
+        rid = next(self._ids) & 0xFFFFFFFF  # count() is atomic in CPython
+        self._pending[rid] = w  # a single dict store: atomic; see _set_closed
+        if self._closed:
+            self._pending.pop(rid, None)
+            raise self._closed
         self._send(_p.encode_call(rid, chain, call, args))
         return rid, w
 
     def _finish(self, rid: int, w: _Waiter, call: int, decode: Callable[[Any], Any],
                 deadline: float | None) -> Any:
-        if not self._wait_for(lambda: w.done, deadline):
+        if not w.done and not self._wait_for(lambda: w.done, deadline):
             with self._cv:
                 self._pending.pop(rid, None)
             raise TimeoutError(f"{_CALL_NAMES.get(call, call)}: no reply from {list(w.chain)}")
+        if w.status == _p.ST_OK and w.exc is None:
+            return decode(w.value)
         if w.exc is not None:
             raise w.exc
-        if w.status == _p.ST_OK:
-            return decode(w.value)
         raise self._error(call, w)
 
     def _call(self, chain: Chain, call: int, args: Sequence[bytes],
               decode: Callable[[Any], Any], timeout: float | None) -> Any:
-        deadline = _deadline(timeout)
-        rid, w = self._start(_p.check_chain(chain), call, args)
+        deadline = None if timeout is None else _deadline(timeout)
+        rid, w = self._start(() if chain == [] else _p.check_chain(chain), call, args)
         return self._finish(rid, w, call, decode, deadline)
 
     @staticmethod

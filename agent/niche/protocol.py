@@ -230,8 +230,15 @@ def frame(ftype: int, chain: tuple[int, ...], body: bytes) -> bytes:
     return HEADER.pack(MAGIC, ftype, n, 4 * n + len(body)) + struct.pack(f">{n}i", *chain) + body
 
 
+_CALL0 = struct.Struct(">2sBBIIH")  # a CALL to the port process itself
+
+
 def encode_call(req_id: int, chain: tuple[int, ...], call: int, args: Sequence[bytes]) -> bytes:
-    f = frame(CALL, chain, _CALLHDR.pack(req_id, call) + b"".join(args))
+    if not chain:
+        body = b"".join(args)
+        f = _CALL0.pack(MAGIC, CALL, 0, 6 + len(body), req_id, call) + body
+    else:
+        f = frame(CALL, chain, _CALLHDR.pack(req_id, call) + b"".join(args))
     if len(f) > MAX_FRAME:
         raise ValueError(f"call of {len(f)} bytes is over the frame limit of {MAX_FRAME}")
     return f
