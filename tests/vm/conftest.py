@@ -14,7 +14,6 @@ under build/vm/<arch>/.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,24 +23,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guest import (  # noqa: E402
     ARCHES,
+    REQUIRE,
     Guest,
     GuestError,
     lane_problem,
     port_binary,
     qemu_problem,
     qemu_user,
+    vm_unavailable,
 )
 
-REQUIRE = os.environ.get("NICHE_REQUIRE_VM") == "1"
 _GUESTS: dict[str, Guest] = {}
-
-
-def vm_unavailable(reason: str) -> None:
-    """Skip (or fail, under NICHE_REQUIRE_VM=1) with one clear line."""
-    msg = f"VM lane not run: {reason}"
-    if REQUIRE:
-        pytest.fail(msg + " (NICHE_REQUIRE_VM=1)", pytrace=False)
-    pytest.skip(msg)
 
 
 class GuestSerial(str):

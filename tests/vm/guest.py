@@ -42,6 +42,19 @@ _MACHINES = {
     "raspi0": ("qemu-system-arm", ["-M", "raspi0"], "ttyAMA0", "ttyS1"),
 }
 
+REQUIRE = os.environ.get("NICHE_REQUIRE_VM") == "1"
+
+
+def vm_unavailable(reason: str) -> None:
+    """Skip the test (or fail it, under NICHE_REQUIRE_VM=1) with one clear line."""
+    import pytest
+
+    msg = f"VM lane not run: {reason}"
+    if REQUIRE:
+        pytest.fail(msg + " (NICHE_REQUIRE_VM=1)", pytrace=False)
+    pytest.skip(msg)
+
+
 BOOT_TIMEOUT = float(os.environ.get("NICHE_VM_BOOT_TIMEOUT", "120"))
 
 

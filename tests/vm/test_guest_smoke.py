@@ -64,3 +64,30 @@ def test_port_over_serial(vm_guest):
         assert p.getpid([], timeout=15) == p.pid
     finally:
         p.close(timeout=5)
+
+
+def test_poweroff_when_port_exits():
+    """init powers the guest off when the port exits (its own guest: the
+    session's guests stay up)."""
+    from guest import Guest, qemu_problem, vm_unavailable
+
+    arch = "arm64"  # the fastest to boot
+    if qemu_problem(arch):
+        vm_unavailable(qemu_problem(arch))
+    g = Guest(arch)
+    path = g.start()
+    try:
+        if "/stub/" in g.config.get("port", ""):
+            pytest.skip("guest runs the stub port (make vm-selftest)")
+        import niche
+
+        p = niche.Port(serial=path, start_timeout=15)
+        try:
+            p.exit([], 3, timeout=15)
+        finally:
+            p.close(timeout=5)
+        rc = g.wait_exit(timeout=60)
+        assert rc is not None, f"guest did not power off\n{g.logs()}"
+        assert "NICHE-PORT-EXIT status=3" in g.console_text()
+    finally:
+        g.stop()
