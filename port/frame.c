@@ -220,8 +220,9 @@ int decode_args(struct niche_ctx *c, const unsigned char *p, size_t len, char **
     const char *sig = c->call->sig;
     size_t nsig = strlen(sig);
     struct rd r = {p, len, 0};
-    /* strings + NULs + pointer arrays + int arrays, each bounded by len */
-    char *a = *arena = xmalloc(4 * len + 256 + len / 5 * sizeof(char *) * 2);
+    /* strings + NULs + pointer arrays + int arrays, each bounded by len;
+     * bytes and cstructs need none (no malloc on the stdin path) */
+    char *a = *arena = strpbrk(sig, "svIT") ? xmalloc(4 * len + 256 + len / 5 * sizeof(char *) * 2) : NULL;
     for (size_t i = 0; i < nsig; i++) {
         struct niche_arg *g = &c->a[i];
         const unsigned char *bp;

@@ -399,7 +399,7 @@ static void on_signal(struct niche_state *s)
 
 static void on_input(struct niche_state *s)
 {
-    nbuf_reserve(&s->in, NICHE_READ_CHUNK);
+    nbuf_reserve(&s->in, NICHE_MAX_FRAME); /* a whole stdin frame in one read */
     ssize_t n = read(s->in_fd, s->in.p + s->in.len, s->in.cap - s->in.len);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;

@@ -9,6 +9,7 @@ so a call made from a single thread costs one write and one read.
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import os
 import select
@@ -38,6 +39,7 @@ __all__ = [
 
 START_TIMEOUT = 10.0
 STDIN_WINDOW = 4  # pieces of STDIN_CHUNK in flight per stdin() call
+PIPE_SIZE = 1 << 20  # the port's stdin/stdout pipes
 
 
 class PortError(Exception):
@@ -166,6 +168,11 @@ class Port(PortCalls):
         self._wfd = self._proc.stdin.fileno()
         self._rfd = self._proc.stdout.fileno()
         os.set_blocking(self._wfd, False)
+        for fd in (self._wfd, self._rfd):  # fewer wake-ups for bulk stdio
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # above /proc/sys/fs/pipe-max-size for this user: keep the default
 
     def _open_serial(self, url: str, baudrate: int) -> None:
         import serial  # pyserial: only needed for this transport
@@ -192,14 +199,15 @@ class Port(PortCalls):
                 f"{_p.PROTO_VERSION}: install matching versions"
             )
 
-    def _send(self, data: bytes) -> None:
-        """Write a whole frame. Never blocks for good while the port is
-        itself blocked writing to us: a blocked writer reads in between."""
+    def _send(self, data: bytes, blob: memoryview | None = None) -> None:
+        """Write a whole frame (data, then blob if given, unjoined). Never
+        blocks for good while the port is itself blocked writing to us: a
+        blocked writer reads in between."""
         with self._wlock:
             if self._closed:
                 raise self._closed
             try:
-                n = os.write(self._wfd, data)
+                n = os.write(self._wfd, data) if blob is None else os.writev(self._wfd, [data, blob])
             except BlockingIOError:
                 n = 0
             except OSError as e:  # EPIPE: the port is gone
@@ -207,6 +215,9 @@ class Port(PortCalls):
                 raise self._closed from e  # type: ignore[misc]
             if n < len(data):
                 self._send_slow(memoryview(data)[n:])
+                n = len(data)
+            if blob is not None and n - len(data) < len(blob):
+                self._send_slow(blob[n - len(data) :])
 
     def _send_slow(self, view: memoryview) -> None:  # under _wlock
         while view:
@@ -334,14 +345,20 @@ class Port(PortCalls):
 
     # --- calls ----------------------------------------------------------
 
-    def _start(self, chain: tuple[int, ...], call: int, args: Sequence[bytes]) -> tuple[int, _Waiter]:
+    def _start(self, chain: tuple[int, ...], call: int, args: Sequence[bytes],
+               blob: memoryview | None = None) -> tuple[int, _Waiter]:
+        """Register and send a call; with blob, the call's one argument is
+        those bytes, sent without copying them."""
         w = _Waiter(chain)
         rid = next(self._ids) & 0xFFFFFFFF  # count() is atomic in CPython
         self._pending[rid] = w  # a single dict store: atomic; see _set_closed
         if self._closed:
             self._pending.pop(rid, None)
             raise self._closed
-        self._send(_p.encode_call(rid, chain, call, args))
+        if blob is None:
+            self._send(_p.encode_call(rid, chain, call, args))
+        else:
+            self._send(_p.encode_call_blob(rid, chain, call, len(blob)), blob)
         return rid, w
 
     def _finish(self, rid: int, w: _Waiter, call: int, decode: Callable[[Any], Any],
@@ -412,7 +429,7 @@ class Port(PortCalls):
                 piece = view[off : off + _p.STDIN_CHUNK]
                 if len(inflight) >= STDIN_WINDOW:
                     settle()
-                rid, w = self._start(chain_t, CALLS["stdin"], (_p.term_bytes(piece.tobytes()),))
+                rid, w = self._start(chain_t, CALLS["stdin"], (), piece)
                 inflight.append((rid, w, len(piece)))
                 off += len(piece)
                 if off >= len(view):

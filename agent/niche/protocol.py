@@ -17,7 +17,7 @@ PROTO_VERSION = 1
 HEADER = struct.Struct(">2sBBI")
 HDR = HEADER.size
 MAX_FRAME = 256 * 1024 + 1024  # frames sent down; see port/niche.h
-STDIN_CHUNK = 64 * 1024
+STDIN_CHUNK = 192 * 1024
 
 # frame types
 CALL, HELLO = 0x01, 0x02
@@ -242,6 +242,17 @@ def encode_call(req_id: int, chain: tuple[int, ...], call: int, args: Sequence[b
     if len(f) > MAX_FRAME:
         raise ValueError(f"call of {len(f)} bytes is over the frame limit of {MAX_FRAME}")
     return f
+
+
+def encode_call_blob(req_id: int, chain: tuple[int, ...], call: int, blob_len: int) -> bytes:
+    """The head of a CALL whose only argument is a bytes term of blob_len
+    bytes: send it followed by the blob itself (no copy of large data)."""
+    n = len(chain)
+    total = HDR + 4 * n + 6 + 5 + blob_len
+    if total > MAX_FRAME:
+        raise ValueError(f"call of {total} bytes is over the frame limit of {MAX_FRAME}")
+    return (HEADER.pack(MAGIC, CALL, n, total - HDR) + struct.pack(f">{n}i", *chain)
+            + _CALLHDR.pack(req_id, call) + b"b" + U32.pack(blob_len))
 
 
 def encode_hello() -> bytes:

@@ -13,8 +13,16 @@ int niche_sys_stdin(struct niche_ctx *c)
         ch->acap = ch->acap ? ch->acap * 2 : 8;
         ch->acks = xrealloc(ch->acks, ch->acap * sizeof(*ch->acks));
     }
-    nbuf_put(&ch->iq, c->a[0].s, c->a[0].len);
-    ch->in_queued += c->a[0].len;
+    size_t done = 0, len = c->a[0].len;
+    if (ch->iq.len == ch->iq_off) { /* nothing queued: try the pipe first */
+        ssize_t n = write(ch->in, c->a[0].s, len);
+        if (n > 0) {
+            done = n;
+            ch->in_written += n;
+        }
+    }
+    nbuf_put(&ch->iq, c->a[0].s + done, len - done);
+    ch->in_queued += len;
     ch->acks[ch->nacks++] = (struct ack){c->id, ch->in_queued};
     child_stdin_kick(c->s, ch); /* replies once the pipe took every byte */
     return NICHE_DEFER;
