@@ -15,7 +15,7 @@
 
 #include "niche.h"
 
-enum { K_IN = 1, K_SIG, K_CTL, K_OUT, K_ERR, K_STDIN };
+enum { K_IN = 1, K_SIG, K_CTL, K_OUT, K_ERR, K_STDIN, K_WATCH };
 
 static uint64_t tag(pid_t pid, int kind) { return (uint64_t)(uint32_t)pid << 8 | kind; }
 
@@ -395,6 +395,54 @@ static void on_signal(struct niche_state *s)
     }
 }
 
+/* --- watched descriptors --------------------------------------------- */
+
+int watch_add(struct niche_state *s, int fd)
+{
+    if (fd < 0 || fd == s->in_fd || fd == s->out_fd || fd == s->ep || fd == s->sfd)
+        return EBADF;
+    for (size_t i = 0; i < s->nwatch; i++)
+        if (s->watch[i] == fd)
+            return 0;
+    struct epoll_event e = {.events = EPOLLIN, .data.u64 = tag(fd, K_WATCH)};
+    if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &e) < 0)
+        return errno; /* EPERM: a regular file cannot be watched */
+    if (s->nwatch == s->wcap) {
+        s->wcap = s->wcap ? s->wcap * 2 : 8;
+        s->watch = xrealloc(s->watch, s->wcap * sizeof(*s->watch));
+    }
+    s->watch[s->nwatch++] = fd;
+    return 0;
+}
+
+int watch_del(struct niche_state *s, int fd)
+{
+    for (size_t i = 0; i < s->nwatch; i++)
+        if (s->watch[i] == fd) {
+            ep_ctl(s, EPOLL_CTL_DEL, fd, 0, 0);
+            s->watch[i] = s->watch[--s->nwatch];
+            return 0;
+        }
+    return ENOENT;
+}
+
+static void on_watch(struct niche_state *s, int fd)
+{
+    static unsigned char buf[NICHE_READ_CHUNK];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    struct nbuf ev = {0};
+    t_list(&ev, 3);
+    t_str(&ev, "fd");
+    t_int(&ev, fd);
+    t_bytes(&ev, buf, n > 0 ? n : 0);
+    up_event(s, F_EVENT, 0, &ev);
+    nbuf_free(&ev);
+    if (n <= 0) /* end of file (or an error): the watch ends */
+        watch_del(s, fd);
+}
+
 /* --- frames from the parent ------------------------------------------ */
 
 static void on_input(struct niche_state *s)
@@ -495,6 +543,7 @@ static void child_start(struct niche_state *s, int ctl, int in, int out, int err
     s->ccap = s->hcap = 0;
     s->in.len = s->in_off = 0;
     s->resyncing = 0;
+    s->nwatch = 0; /* the parent's watches stay the parent's */
     for (size_t i = 0; i < NICHE_FILTER_BYTES; i++) /* inherited, never lifted */
         s->filter[i] |= s->filter_sub[i];
     dup2(in, 0);
@@ -636,6 +685,10 @@ void niche_loop(struct niche_state *s)
             }
             if (kind == K_SIG) {
                 on_signal(s);
+                continue;
+            }
+            if (kind == K_WATCH) {
+                on_watch(s, (int)pid);
                 continue;
             }
             struct child *c = child_find(s, pid);

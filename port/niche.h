@@ -122,6 +122,8 @@ struct niche_state {
     size_t hcap;
     int resyncing;
     int shutting_down, exit_code, uplink_dead;
+    int *watch; /* descriptors watched by the loop (watch/unwatch) */
+    size_t nwatch, wcap;
     unsigned char filter[NICHE_FILTER_BYTES];     /* denied here */
     unsigned char filter_sub[NICHE_FILTER_BYTES]; /* denied in later children */
     long long deadline_ms;
@@ -194,6 +196,8 @@ void child_inflight_add(struct child *c, uint32_t id);
 void child_stdin_kick(struct niche_state *s, struct child *c);
 void child_watch_output(struct niche_state *s, struct child *c);
 void begin_shutdown(struct niche_state *s, int code);
+int watch_add(struct niche_state *s, int fd);
+int watch_del(struct niche_state *s, int fd);
 void sig_update(struct niche_state *s);
 void exec_prepare(struct niche_state *s);
 void exec_restore(struct niche_state *s);

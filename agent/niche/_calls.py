@@ -107,6 +107,8 @@ CALLS: dict[str, int] = {
     "socket_constant": 91,
     "ptrace_constant": 92,
     "prio_constant": 93,
+    "watch": 94,
+    "unwatch": 95,
     "jail": 120,
     "jail_attach": 121,
     "jail_remove": 122,
@@ -497,6 +499,14 @@ class PortCalls:
     def prio_constant(self, chain: Chain, name: str | bytes, *, timeout: float | None = None) -> int | None:
         """The value of a PRIO_* constant, or None."""
         return self._call(chain, 93, (_p.arg_str(name, "name"), ), _r.optint, timeout)  # type: ignore[attr-defined]
+
+    def watch(self, chain: Chain, fd: int, *, timeout: float | None = None) -> None:
+        """Read fd whenever it is readable and send what it reads as the event ("fd", fd, data); end of file sends ("fd", fd, b"") and ends the watch."""
+        return self._call(chain, 94, (_p.arg_int(fd, "fd"), ), _r.ok, timeout)  # type: ignore[attr-defined]
+
+    def unwatch(self, chain: Chain, fd: int, *, timeout: float | None = None) -> None:
+        """Stop watching fd."""
+        return self._call(chain, 95, (_p.arg_int(fd, "fd"), ), _r.ok, timeout)  # type: ignore[attr-defined]
 
     def jail(self, chain: Chain, cstruct: CStruct, *, timeout: float | None = None) -> int:
         """jail(2): FreeBSD only."""
@@ -919,6 +929,14 @@ class ProcessCalls:
     def prio_constant(self, name: str | bytes, *, timeout: float | None = None) -> int | None:
         """The value of a PRIO_* constant, or None."""
         return self.port.prio_constant(self.chain, name, timeout=timeout)  # type: ignore[attr-defined]
+
+    def watch(self, fd: int, *, timeout: float | None = None) -> None:
+        """Read fd whenever it is readable and send what it reads as the event ("fd", fd, data); end of file sends ("fd", fd, b"") and ends the watch."""
+        return self.port.watch(self.chain, fd, timeout=timeout)  # type: ignore[attr-defined]
+
+    def unwatch(self, fd: int, *, timeout: float | None = None) -> None:
+        """Stop watching fd."""
+        return self.port.unwatch(self.chain, fd, timeout=timeout)  # type: ignore[attr-defined]
 
     def jail(self, cstruct: CStruct, *, timeout: float | None = None) -> int:
         """jail(2): FreeBSD only."""

@@ -14,6 +14,7 @@ import itertools
 import os
 import select
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -475,28 +476,38 @@ class Port(PortCalls):
 
     # --- lifecycle ------------------------------------------------------
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Close the port's stdin: every process of the tree signals its
-        exec'd children (signaloneof) and exits. Waits for the port to exit."""
-        with self._wlock:
-            if self._wfd >= 0 and self._serial is None and self._proc and self._proc.stdin:
-                self._proc.stdin.close()
-            self._wfd = -1 if self._serial is None else self._wfd
+    def close(self, chain: Chain | None = None, fd: int | None = None, *,  # type: ignore[override]
+              timeout: float | None = None) -> None:
+        """``port.close()`` closes the port: its stdin is closed, so every
+        process of the tree signals its exec'd children (signaloneof) and
+        exits; waits (timeout, default 10 s) for the port to exit.
+
+        ``port.close(chain, fd)`` is close(2) of fd in that process."""
+        if chain is not None:
+            if fd is None:
+                raise TypeError("close(chain, fd): fd is missing")
+            return super().close(chain, fd, timeout=timeout)
+        self._shutdown(10.0 if timeout is None else timeout)
+
+    def _shutdown(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        if self._serial is not None:
-            self._serial.close()
-            self._set_closed("the port was closed")
-            return
-        try:
-            self._wait_for(lambda: False, deadline)  # drain output until EOF
-        except PortClosed:
-            pass
+        with self._wlock:
+            if self._serial is not None:
+                self._serial.close()  # a port on a serial line runs on: we hang up
+            elif self._proc and self._proc.stdin and not self._proc.stdin.closed:
+                self._proc.stdin.close()  # end of file: the tree shuts down
+            self._wfd = -1
         proc = self._proc
         if proc is not None:
             try:
+                self._wait_for(lambda: False, deadline)  # forward output until EOF
+            except PortClosed:
+                pass
+            try:
                 proc.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9) if _alive(proc) else None
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             if proc.stdout:
                 proc.stdout.close()
@@ -519,10 +530,6 @@ class Port(PortCalls):
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"
         return f"<niche.Port pid={self.pid} {state}>"
-
-
-def _alive(proc: subprocess.Popen[bytes]) -> bool:
-    return proc.poll() is None
 
 
 def _deadline(timeout: float | None) -> float | None:

@@ -38,7 +38,26 @@ int niche_sys_close(struct niche_ctx *c)
     /* The loop's own descriptors are not the caller's to close. */
     if (fd == c->s->in_fd || fd == c->s->out_fd || fd == c->s->ep || fd == c->s->sfd)
         return EBADF;
+    watch_del(c->s, fd); /* a closed descriptor is no longer watched */
     return ok_or_errno(c, close(fd));
+}
+
+int niche_sys_watch(struct niche_ctx *c)
+{
+    int e = watch_add(c->s, (int)c->a[0].i);
+    if (e)
+        return e;
+    t_none(&c->res);
+    return 0;
+}
+
+int niche_sys_unwatch(struct niche_ctx *c)
+{
+    int e = watch_del(c->s, (int)c->a[0].i);
+    if (e)
+        return e;
+    t_none(&c->res);
+    return 0;
 }
 
 int niche_sys_read(struct niche_ctx *c)

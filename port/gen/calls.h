@@ -94,6 +94,8 @@
 #define NICHE_CALL_SOCKET_CONSTANT 91
 #define NICHE_CALL_PTRACE_CONSTANT 92
 #define NICHE_CALL_PRIO_CONSTANT 93
+#define NICHE_CALL_WATCH 94
+#define NICHE_CALL_UNWATCH 95
 #define NICHE_CALL_JAIL 120
 #define NICHE_CALL_JAIL_ATTACH 121
 #define NICHE_CALL_JAIL_REMOVE 122
@@ -204,5 +206,7 @@ int niche_sys_undefined(struct niche_ctx *);
 int niche_sys_unlink(struct niche_ctx *);
 int niche_sys_unsetenv(struct niche_ctx *);
 int niche_sys_unshare(struct niche_ctx *);
+int niche_sys_unwatch(struct niche_ctx *);
 int niche_sys_version(struct niche_ctx *);
+int niche_sys_watch(struct niche_ctx *);
 int niche_sys_write(struct niche_ctx *);
