@@ -600,3 +600,10 @@ def test_calls_after_close_raise_portclosed():
     with pytest.raises(niche.PortClosed):
         port.getpid([c], timeout=T)
     assert issubclass(niche.PortClosed, niche.PortError)
+
+
+def test_port_env_argument(make_port):
+    port = make_port(env={"NICHE_ENV_TEST": "yes", "PATH": os.environ.get("PATH", "/bin")})
+    assert port.getenv([], "NICHE_ENV_TEST", timeout=T) == "yes"
+    c = port.fork([], timeout=T)
+    assert port.getenv([c], "NICHE_ENV_TEST", timeout=T) == "yes"

@@ -13,6 +13,7 @@ import pytest
 from porthelpers import (
     CallThread,
     chain_of_depth,
+    gone_or_zombie,
     proc_stat,
     read_stdout,
     wait_event,
@@ -252,3 +253,46 @@ def test_events_are_kept_per_process(port):
         port.exit([k], i, timeout=T)
     for i, k in reversed(list(enumerate(kids))):
         assert wait_event(port, [k]) == ("exit_status", i)
+
+
+def test_port_itself_traps_a_signal(port, port_pid):
+    assert port.sigaction([], "sigusr2", "sig_info", timeout=T) == "sig_dfl"
+    os.kill(port_pid, signal.SIGUSR2)
+    ev = wait_event(port, [])
+    assert ev[:2] == ("signal", "sigusr2")
+    assert struct.unpack("=i", ev[2][:4])[0] == signal.SIGUSR2
+    assert port.getpid([], timeout=T) == port_pid
+
+
+def test_exit_in_the_middle_of_a_chain_takes_the_rest_down(port):
+    chain = chain_of_depth(port, 4)
+    leaf = port.fork(chain, timeout=T)
+    port.execvp(chain + [leaf], "sleep", ["sleep", "1000"], timeout=T)
+    below = [*chain[1:], leaf]
+    idents = [(p, proc_stat(p)[2]) for p in below]
+    port.exit(chain[:1], 0, timeout=T)
+    assert wait_event(port, chain[:1]) == ("exit_status", 0)
+    # every process below sees the end of its input and goes, the exec'd
+    # leaf gets its signaloneof
+    assert wait_until(lambda: all(gone_or_zombie(i) for i in idents), 10), [
+        (p, proc_stat(p)) for p, _ in idents
+    ]
+    with pytest.raises(niche.BadPid):
+        port.getpid(chain, timeout=T)
+
+
+def test_close_with_a_call_in_flight_ends_the_call():
+    port = niche.Port()
+    c = port.fork([], timeout=T)
+    port.kill([], c, "sigstop", timeout=T)
+    assert wait_until(lambda: proc_stat(c)[0] == "T", 5)
+    call = CallThread(port.getpid, [c], timeout=60)
+    call.start()
+    time.sleep(0.3)
+    closer = CallThread(port.close)
+    closer.start()
+    _, exc = call.outcome(30)
+    assert isinstance(exc, (niche.PortClosed, niche.ProcessExited)), repr(exc)
+    _, exc = closer.outcome(30)
+    assert exc is None
+    assert proc_stat(c) is None

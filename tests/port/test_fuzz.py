@@ -440,7 +440,7 @@ def _random_chain(rng: random.Random, child: int) -> list[int]:
 
 
 def _case(rng: random.Random, child: int) -> bytes:
-    kind = rng.randrange(11)
+    kind = rng.randrange(12)
     if kind == 0:  # random bytes
         return rng.randbytes(rng.randrange(1, 3000))
     if kind == 1:  # a truncated valid frame
@@ -486,6 +486,9 @@ def _case(rng: random.Random, child: int) -> bytes:
             i = rng.randrange(len(f))
             f[i] ^= 1 << rng.randrange(8)
         return bytes(f)
+    if kind == 11:  # a HELLO again, with any version or body
+        body = rng.choice([struct.pack(">H", rng.getrandbits(16)), rng.randbytes(rng.randrange(9))])
+        return frame(T_HELLO, rng.choice([[], [child]]), body)
     # valid frames glued to garbage
     good = call_frame(rng.getrandbits(32), rng.choice(SAFE_CALLS))
     return rng.randbytes(rng.randrange(0, 20)) + good + rng.randbytes(rng.randrange(0, 20))

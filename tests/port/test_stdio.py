@@ -146,6 +146,14 @@ def test_many_small_stdin_writes_stay_in_order(port):
     assert out == want
 
 
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def _gated_cat(port, gate):
     """A child that does not read stdin until `gate` exists, then is cat."""
     c = port.fork([], timeout=T)
@@ -158,12 +166,17 @@ def test_stdin_to_a_child_that_does_not_read_applies_back_pressure(port, tmp_pat
     gate = tmp_path / "go"
     c = _gated_cat(port, gate)
     data = random.Random(16).randbytes(16 << 20)
+    port_pid = port.getpid([], timeout=T)
+    rss_before = _rss_kib(port_pid)
     writer = CallThread(port.stdin, [c], data, timeout=120)
     writer.start()
     # while the child does not read, the call cannot complete (the data is
     # far more than any bounded buffer) ...
     writer.join(1.5)
     assert writer.is_alive(), f"stdin returned without the child reading: {writer.exc!r}"
+    # ... and the port does not take it all in: its buffering is bounded
+    grown = _rss_kib(port_pid) - rss_before
+    assert grown < 8 * 1024, f"port grew by {grown} KiB for 16 MiB of pending stdin"
     # ... and the port keeps serving every other process meanwhile
     other = port.fork([], timeout=T)
     assert port.getpid([other], timeout=T) == other
@@ -273,3 +286,87 @@ def test_exec_failure_leaves_child_usable(port):
     port.stdin([c], b"ok\n", timeout=T)
     assert read_stdout(port, [c], 3) == b"ok\n"
     os.kill(c, 0)  # still there
+
+
+def test_flowcontrol_0_holds_output_until_enabled(port):
+    c = port.fork([], timeout=T)
+    assert port.setcpid([], c, "flowcontrol", 0, timeout=T) is True
+    port.execvp([c], "/bin/sh", ["sh", "-c", "echo held; exec cat"], timeout=T)
+    # the output is not read while flow control is 0 ...
+    assert port.stdout([c], timeout=1) == b""
+    # ... and nothing is lost when it is lifted
+    assert port.setcpid([], c, "flowcontrol", -1, timeout=T) is True
+    assert read_stdout(port, [c], 5) == b"held\n"
+    port.stdin([c], b"more\n", timeout=T)
+    assert read_stdout(port, [c], 5) == b"more\n"
+
+
+def test_flowcontrol_n_reads_n_messages_then_stops(port):
+    want = b"".join(b"%d\n" % i for i in range(1, 200001))
+    c = port.fork([], timeout=T)
+    assert port.setcpid([], c, "flowcontrol", 1, timeout=T) is True
+    port.execvp([c], "/bin/sh", ["sh", "-c", "seq 1 200000; exec cat"], timeout=T)
+    first = read_stdout(port, [c], 1)
+    first += port.stdout([c], timeout=1)
+    assert 0 < len(first) < len(want)
+    assert want.startswith(first)
+    assert port.setcpid([], c, "flowcontrol", -1, timeout=T) is True
+    rest = read_stdout(port, [c], len(want) - len(first), timeout=60)
+    assert first + rest == want
+
+
+def test_flowcontrol_option_is_the_default_for_new_children(port):
+    assert port.setopt([], "flowcontrol", 0, timeout=T) is True
+    c = port.fork([], timeout=T)
+    assert port.getcpid([], c, "flowcontrol", timeout=T) == 0
+    port.execvp([c], "/bin/sh", ["sh", "-c", "echo x; exec cat"], timeout=T)
+    assert port.stdout([c], timeout=1) == b""
+    port.setcpid([], c, "flowcontrol", -1, timeout=T)
+    assert read_stdout(port, [c], 2) == b"x\n"
+
+
+def test_stdin_after_eof_raises_brokenpipe(port):
+    c = port.fork([], timeout=T)
+    port.execvp([c], "/bin/sh", ["sh", "-c", "cat; exec sleep 100"], timeout=T)
+    port.stdin([c], b"", timeout=T)  # nothing: fine
+    port.stdin([c], b"before\n", timeout=T)
+    port.eof([c], timeout=T)
+    assert read_stdout(port, [c], 7) == b"before\n"
+    with pytest.raises(BrokenPipeError):
+        port.stdin([c], b"after\n", timeout=T)
+    assert port.stdout([c], timeout=0.3) == b""
+
+
+def test_frames_larger_than_a_pipe_buffer(port):
+    # up and down: a 200 kB env value; down: 200 kB of arguments
+    c = port.fork([], timeout=T)
+    big = "x" * 200_000
+    port.setenv([c], "NICHE_BIG", big, 1, timeout=T)
+    assert port.getenv([c], "NICHE_BIG", timeout=T) == big
+    assert f"NICHE_BIG={big}" in port.environ([c], timeout=T)
+    port.unsetenv([c], "NICHE_BIG", timeout=T)
+    # a call over the documented frame limit (NICHE_MAX_FRAME, 257 KiB) is
+    # refused before it is sent
+    with pytest.raises(ValueError):
+        port.setenv([c], "NICHE_HUGE", "z" * 300_000, 1, timeout=T)
+    assert port.getenv([c], "NICHE_HUGE", timeout=T) is None
+    # one argument is at most 128 KiB (MAX_ARG_STRLEN): send two
+    args = ["y" * 100_000] * 2
+    script = 'printf %s "$1$2" | wc -c'
+    port.execvp([c], "/bin/sh", ["sh", "-c", script, "sh", *args], timeout=T)
+    out, ev = read_all_until_exit(port, [c])
+    assert (out.strip(), ev) == (b"200000", ("exit_status", 0))
+
+
+@pytest.mark.parametrize("depth", [1, 4])
+def test_output_is_complete_when_the_exit_event_arrives(port, depth):
+    """Waiting for the exit event, then reading, gets all of the output."""
+    want = b"".join(b"%d\n" % i for i in range(1, 20001))
+    parent = chain_of_depth(port, depth - 1)
+    for _ in range(10):
+        pid = port.fork(parent, timeout=T)
+        chain = parent + [pid]
+        port.execvp(chain, "/bin/sh", ["sh", "-c", "seq 1 20000; echo err >&2"], timeout=T)
+        assert wait_exit(port, chain) == ("exit_status", 0)
+        assert port.stdout(chain, timeout=0) == want
+        assert port.stderr(chain, timeout=0) == b"err\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -47,6 +48,10 @@ def test_1000_fork_exit_cycles_leave_no_zombie_and_no_fd(port, port_pid):
         f"children left: {[(p, proc_stat(p)) for p in children_of(port_pid)]}"
     )
     assert zombies_of(port_pid) == []
+    # where the kernel has /proc/<pid>/task/*/children, it agrees
+    for task in glob.glob(f"/proc/{port_pid}/task/*/children"):
+        with open(task) as f:
+            assert f.read().split() == []
     assert port.cpid([], timeout=T) == []
     assert fd_count(port_pid) == fds, sorted(os.listdir(f"/proc/{port_pid}/fd"))
 
