@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -15,7 +16,7 @@
 
 #include "niche.h"
 
-enum { K_IN = 1, K_SIG, K_CTL, K_OUT, K_ERR, K_STDIN, K_WATCH };
+enum { K_IN = 1, K_SIG, K_CTL, K_OUT, K_ERR, K_STDIN, K_WATCH, K_WATCH_ATTR };
 
 static uint64_t tag(pid_t pid, int kind) { return (uint64_t)(uint32_t)pid << 8 | kind; }
 
@@ -404,7 +405,13 @@ int watch_add(struct niche_state *s, int fd)
     for (size_t i = 0; i < s->nwatch; i++)
         if (s->watch[i] == fd)
             return 0;
-    struct epoll_event e = {.events = EPOLLIN, .data.u64 = tag(fd, K_WATCH)};
+    /* A sysfs attribute (a GPIO's value) is a regular file that is always
+     * readable and signals a change with POLLPRI: watch for that and read
+     * it from the start. Anything else is read as a stream. */
+    struct stat st;
+    int attr = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    struct epoll_event e = {.events = attr ? EPOLLPRI : EPOLLIN,
+                            .data.u64 = tag(fd, attr ? K_WATCH_ATTR : K_WATCH)};
     if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &e) < 0)
         return errno; /* EPERM: a regular file cannot be watched */
     if (s->nwatch == s->wcap) {
@@ -426,10 +433,10 @@ int watch_del(struct niche_state *s, int fd)
     return ENOENT;
 }
 
-static void on_watch(struct niche_state *s, int fd)
+static void on_watch(struct niche_state *s, int fd, int attr)
 {
     static unsigned char buf[NICHE_READ_CHUNK];
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = attr ? pread(fd, buf, sizeof(buf), 0) : read(fd, buf, sizeof(buf));
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     struct nbuf ev = {0};
@@ -687,8 +694,8 @@ void niche_loop(struct niche_state *s)
                 on_signal(s);
                 continue;
             }
-            if (kind == K_WATCH) {
-                on_watch(s, (int)pid);
+            if (kind == K_WATCH || kind == K_WATCH_ATTR) {
+                on_watch(s, (int)pid, kind == K_WATCH_ATTR);
                 continue;
             }
             struct child *c = child_find(s, pid);

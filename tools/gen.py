@@ -116,6 +116,9 @@ def parse_calls(text: str) -> list[Call]:
     return calls
 
 
+ENUM = "@"  # marks a name that is a C enum value, not a macro: no #ifdef guard
+
+
 def parse_constants(text: str) -> tuple[list[str], dict[str, list[str]]]:
     fams: dict[str, list[str]] = {}
     includes: list[str] = []
@@ -127,17 +130,21 @@ def parse_constants(text: str) -> tuple[list[str], dict[str, list[str]]]:
         if words[0] == "include":
             includes += words[1:]
             continue
+        enum = False
         if not raw[0].isspace():
-            if words[0] != "family":
-                raise SystemExit(f"constants.spec: expected 'family': {raw}")
+            if words[0] not in ("family", "enum"):
+                raise SystemExit(f"constants.spec: expected 'family' or 'enum': {raw}")
             cur = fams.setdefault(words[1], [])
-            words = words[2:]
+            enum = words[0] == "enum"
+            words = [ENUM + w for w in words[2:]] if enum else words[2:]
         if cur is None:
             raise SystemExit("constants.spec: continuation before any family")
+        if raw[0].isspace() and cur and cur[-1].startswith(ENUM):
+            words = [ENUM + w for w in words]  # continuing an enum line
         cur.extend(words)
     # Alphabetical order makes the first name of a value the canonical one
     # (EAGAIN before EWOULDBLOCK, SIGABRT before SIGIOT).
-    return includes, {k: sorted(set(v)) for k, v in fams.items()}
+    return includes, {k: sorted(set(v), key=lambda n: n.lstrip(ENUM)) for k, v in fams.items()}
 
 
 def c_calls_h(calls: list[Call], fams: dict[str, list[str]]) -> str:
@@ -186,7 +193,11 @@ def c_constants_c(includes: list[str], fams: dict[str, list[str]]) -> str:
     for f, names in fams.items():
         out.append(f"static const struct niche_constant fam_{f}[] = {{")
         for n in names:
-            out += [f"#ifdef {n}", f'    {{"{n.lower()}", (long long){n}}},', "#endif"]
+            if n.startswith(ENUM):
+                n = n[1:]
+                out.append(f'    {{"{n.lower()}", (long long){n}}},')
+            else:
+                out += [f"#ifdef {n}", f'    {{"{n.lower()}", (long long){n}}},', "#endif"]
         out += ["    {0, 0},", "};", ""]
     out.append("const struct niche_constant *const niche_families[NICHE_NFAMILIES] = {")
     out += [f"    fam_{f}," for f in fams]

@@ -888,6 +888,23 @@ static const struct niche_constant fam_ioctl[] = {
 #ifdef GPIO_V2_GET_LINE_IOCTL
     {"gpio_v2_get_line_ioctl", (long long)GPIO_V2_GET_LINE_IOCTL},
 #endif
+    {"gpio_v2_line_attr_id_debounce", (long long)GPIO_V2_LINE_ATTR_ID_DEBOUNCE},
+    {"gpio_v2_line_attr_id_flags", (long long)GPIO_V2_LINE_ATTR_ID_FLAGS},
+    {"gpio_v2_line_attr_id_output_values", (long long)GPIO_V2_LINE_ATTR_ID_OUTPUT_VALUES},
+    {"gpio_v2_line_event_falling_edge", (long long)GPIO_V2_LINE_EVENT_FALLING_EDGE},
+    {"gpio_v2_line_event_rising_edge", (long long)GPIO_V2_LINE_EVENT_RISING_EDGE},
+    {"gpio_v2_line_flag_active_low", (long long)GPIO_V2_LINE_FLAG_ACTIVE_LOW},
+    {"gpio_v2_line_flag_bias_disabled", (long long)GPIO_V2_LINE_FLAG_BIAS_DISABLED},
+    {"gpio_v2_line_flag_bias_pull_down", (long long)GPIO_V2_LINE_FLAG_BIAS_PULL_DOWN},
+    {"gpio_v2_line_flag_bias_pull_up", (long long)GPIO_V2_LINE_FLAG_BIAS_PULL_UP},
+    {"gpio_v2_line_flag_edge_falling", (long long)GPIO_V2_LINE_FLAG_EDGE_FALLING},
+    {"gpio_v2_line_flag_edge_rising", (long long)GPIO_V2_LINE_FLAG_EDGE_RISING},
+    {"gpio_v2_line_flag_event_clock_realtime", (long long)GPIO_V2_LINE_FLAG_EVENT_CLOCK_REALTIME},
+    {"gpio_v2_line_flag_input", (long long)GPIO_V2_LINE_FLAG_INPUT},
+    {"gpio_v2_line_flag_open_drain", (long long)GPIO_V2_LINE_FLAG_OPEN_DRAIN},
+    {"gpio_v2_line_flag_open_source", (long long)GPIO_V2_LINE_FLAG_OPEN_SOURCE},
+    {"gpio_v2_line_flag_output", (long long)GPIO_V2_LINE_FLAG_OUTPUT},
+    {"gpio_v2_line_flag_used", (long long)GPIO_V2_LINE_FLAG_USED},
 #ifdef GPIO_V2_LINE_GET_VALUES_IOCTL
     {"gpio_v2_line_get_values_ioctl", (long long)GPIO_V2_LINE_GET_VALUES_IOCTL},
 #endif
