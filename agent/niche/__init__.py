@@ -5,6 +5,7 @@ making system calls on request. See README.md and docs/.
 """
 
 from .filter import allow
+from .highlevel import CommandFailed
 from .port import (
     BadPid,
     Chain,
@@ -26,6 +27,6 @@ from .port import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "BadPid", "Chain", "ChildProc", "Constant", "Event", "Port", "PortClosed", "PortError",
+    "BadPid", "Chain", "ChildProc", "CommandFailed", "Constant", "Event", "Port", "PortClosed", "PortError",
     "Process", "ProcessExited", "ProtocolError", "Rlimit", "Undefined", "allow", "find_port", "CStruct",
 ]

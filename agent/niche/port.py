@@ -26,6 +26,7 @@ from typing import Any
 from . import protocol as _p
 from . import results as _r
 from ._calls import CALLS, PortCalls, ProcessCalls
+from .highlevel import HighLevel
 from .results import ChildProc, Rlimit
 
 Chain = Sequence[int]
@@ -99,7 +100,7 @@ class _Waiter:
         self.exc: BaseException | None = None
 
 
-class Port(PortCalls):
+class Port(PortCalls, HighLevel):
     """A running niche-port. Every call takes the fork chain first.
 
     ``Port(progname=None, exec_prefix=None, env=None, **options)`` starts the
