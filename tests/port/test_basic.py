@@ -607,3 +607,28 @@ def test_port_env_argument(make_port):
     assert port.getenv([], "NICHE_ENV_TEST", timeout=T) == "yes"
     c = port.fork([], timeout=T)
     assert port.getenv([c], "NICHE_ENV_TEST", timeout=T) == "yes"
+
+
+def test_close_twice_and_close_inside_with_are_fine():
+    port = niche.Port()
+    port.close()
+    port.close()
+    with niche.Port() as port:
+        port.close()
+    with pytest.raises(niche.PortClosed):
+        port.getpid([], timeout=T)
+
+
+@pytest.mark.parametrize(
+    "options,exc",
+    [({"no_such_option": 1}, ValueError), ({"maxchild": "8"}, TypeError)],
+    ids=["unknown option", "str value"],
+)
+def test_bad_port_options_fail_loudly(options, exc):
+    with pytest.raises(exc):
+        niche.Port(**options)
+
+
+def test_missing_port_binary_is_porterror(tmp_path):
+    with pytest.raises(niche.PortError):
+        niche.Port(progname=str(tmp_path / "no-such-niche-port"))

@@ -296,3 +296,20 @@ def test_close_with_a_call_in_flight_ends_the_call():
     _, exc = closer.outcome(30)
     assert exc is None
     assert proc_stat(c) is None
+
+
+def test_exit_event_is_not_held_back_by_a_background_process(port):
+    """A program that leaves a background child holding its stdout still
+    gets its exit event when it exits."""
+    c = port.fork([], timeout=T)
+    port.execvp([c], "/bin/sh", ["sh", "-c", "sleep 60 & echo $!"], timeout=T)
+    bg = None
+    try:
+        out = read_stdout(port, [c], 2)
+        bg = int(out)
+        assert wait_exit(port, [c], timeout=10) == ("exit_status", 0)
+        with pytest.raises(niche.BadPid):
+            port.getpid([c], timeout=T)
+    finally:
+        if bg is not None:
+            os.kill(bg, signal.SIGKILL)

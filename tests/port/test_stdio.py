@@ -370,3 +370,12 @@ def test_output_is_complete_when_the_exit_event_arrives(port, depth):
         assert wait_exit(port, chain) == ("exit_status", 0)
         assert port.stdout(chain, timeout=0) == want
         assert port.stderr(chain, timeout=0) == b"err\n"
+
+
+def test_stdin_to_a_program_that_exits_without_reading_fails(port):
+    c = port.fork([], timeout=T)
+    port.execvp([c], "/bin/sh", ["sh", "-c", "sleep 0.5; exit 3"], timeout=T)
+    with pytest.raises((BrokenPipeError, niche.ProcessExited, niche.BadPid)):
+        port.stdin([c], b"x" * (16 << 20), timeout=30)
+    assert wait_exit(port, [c]) == ("exit_status", 3)
+    assert port.getpid([], timeout=T) > 0

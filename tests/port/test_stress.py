@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -188,6 +189,39 @@ def test_threads_with_stdio_and_forks_at_once(port):
         t.start()
     for t in threads:
         t.join(120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert errors == []
+
+
+def test_8_threads_stream_through_their_own_cat(port):
+    """Large stdin and stdout of 8 programs at once, each byte-exact."""
+    errors: list[str] = []
+
+    def worker(i):
+        rng = random.Random(i)
+        try:
+            c = port.fork([], timeout=T)
+            port.execvp([c], "cat", ["cat"], timeout=T)
+            for r in range(4):
+                data = rng.randbytes(rng.randrange(1, 2 << 20))
+                writer = CallThread(port.stdin, [c], data, timeout=60)
+                writer.start()
+                out = read_stdout(port, [c], len(data), timeout=60)
+                _, exc = writer.outcome(60)
+                if exc is not None or out != data:
+                    errors.append(f"cat {i} round {r}: {exc!r}, {len(out)} of {len(data)}")
+            port.eof([c], timeout=T)
+            ev = wait_exit(port, [c])
+            if ev != ("exit_status", 0):
+                errors.append(f"cat {i}: {ev}")
+        except BaseException as e:  # noqa: BLE001
+            errors.append(f"cat {i}: {e!r}")
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(200)
     assert not any(t.is_alive() for t in threads), "a thread hung"
     assert errors == []
 
