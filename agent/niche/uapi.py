@@ -3,7 +3,7 @@
 Every kernel structure niche builds or parses on the Python side is in the
 single ``cdef`` below: its layout and field offsets come from cffi, never
 from hand-written ``struct.pack`` formats or offsets. To add structures
-(the GPIO v2 ones, say), append their declarations to ``CDEF`` and use
+(more GPIO ones, say), append their declarations to ``CDEF`` and use
 :func:`pack` / :func:`unpack` with the new type name.
 
 Rules for what goes in here:
@@ -91,6 +91,70 @@ struct signalfd_siginfo {
  * 64-bit targets, 32 on 32-bit ARM. 40 bytes is the larger of the two; the
  * kernel copies only its own sizeof(struct ifreq), so the padding is
  * harmless on a 32-bit port. */
+/* <linux/gpio.h>, the GPIO character device, uAPI v2. Only fixed-size
+ * fields: the same layout on x86_64, armhf and arm64 (PLATFORM.md). */
+struct gpiochip_info {
+    char name[32];
+    char label[32];
+    uint32_t lines;
+};                                                  /* 68 bytes */
+
+struct gpio_v2_line_values {
+    uint64_t bits;
+    uint64_t mask;
+};                                                  /* 16 bytes */
+
+struct gpio_v2_line_attribute {
+    uint32_t id;
+    uint32_t padding;
+    union {
+        uint64_t flags;
+        uint64_t values;
+        uint32_t debounce_period_us;
+    };
+};                                                  /* 16 bytes */
+
+struct gpio_v2_line_config_attribute {
+    struct gpio_v2_line_attribute attr;
+    uint64_t mask;
+};                                                  /* 24 bytes */
+
+struct gpio_v2_line_config {
+    uint64_t flags;
+    uint32_t num_attrs;
+    uint32_t padding[5];
+    struct gpio_v2_line_config_attribute attrs[10];
+};                                                  /* 272 bytes */
+
+struct gpio_v2_line_request {
+    uint32_t offsets[64];
+    char consumer[32];
+    struct gpio_v2_line_config config;
+    uint32_t num_lines;
+    uint32_t event_buffer_size;
+    uint32_t padding[5];
+    int32_t fd;
+};                                                  /* 592 bytes */
+
+struct gpio_v2_line_info {
+    char name[32];
+    char consumer[32];
+    uint32_t offset;
+    uint32_t num_attrs;
+    uint64_t flags;
+    struct gpio_v2_line_attribute attrs[10];
+    uint32_t padding[4];
+};                                                  /* 256 bytes */
+
+struct gpio_v2_line_event {
+    uint64_t timestamp_ns;
+    uint32_t id;
+    uint32_t offset;
+    uint32_t seqno;
+    uint32_t line_seqno;
+    uint32_t padding[6];
+};                                                  /* 48 bytes */
+
 struct ifreq {
     char ifr_name[16];
     union {
