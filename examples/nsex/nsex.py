@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""nsex: an interactive shell in a namespace container, driven through niche-port.
+
+The Python version of alcove's examples/nsex.erl ("rewrite the chroot example
+to run inside a namespace"). The port clones a child in new IPC, mount,
+network, PID and UTS namespaces. Instead of building a tree, the child keeps
+the host's file system but makes its own copy of the mount table read-only,
+mount by mount, with a private /tmp and a /proc of its own PID namespace on
+top (``--root DIR`` also chroots into a prepared tree, as alcove's nsex did).
+It sets the hostname and resource limits, drops to a random unprivileged
+UID/GID and execs ``/bin/sh -i``; this script wires the shell to the terminal
+and exits with its status.
+
+Run as root (or with ``--exec-prefix "sudo -n"``)::
+
+    examples/nsex/nsex.py --hostname box --nproc 16
+
+See README.md next to this file for every step and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import re
+import secrets
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+
+import niche
+
+T = 10.0  # timeout (seconds) of every call made to set the sandbox up
+
+CLONE_FLAGS = ["CLONE_NEWIPC", "CLONE_NEWNS", "CLONE_NEWNET", "CLONE_NEWPID", "CLONE_NEWUTS"]
+# Per-mount flags kept when a mount is made read-only (the rest of the
+# options in mountinfo belong to the file system, not to the mount point).
+KEPT_FLAGS = {"nosuid": "MS_NOSUID", "nodev": "MS_NODEV", "noexec": "MS_NOEXEC"}
+# alcove's id(): 16#f0000000 + rand(0..16#ffff), a UID/GID no one else uses.
+ID_BASE, ID_SPAN = 0xF0000000, 0x10000
+
+
+def random_id() -> int:
+    return ID_BASE + secrets.randbelow(ID_SPAN)
+
+
+# --- building the sandbox ----------------------------------------------------
+
+
+def read_file(sb: niche.Process, path: str) -> bytes:
+    """Read a whole file in the sandbox (its own view of /proc/self)."""
+    # O_CLOEXEC: the descriptor goes at execve. (Process.close(fd) is
+    # shadowed by Port.close(timeout) in niche: see README.)
+    fd = sb.open(path, ["O_RDONLY", "O_CLOEXEC"], 0, timeout=T)
+    chunks = []
+    while chunk := sb.read(fd, 65536, timeout=T):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def unescape(field: str) -> str:
+    """Mount points in mountinfo escape space, tab, newline and backslash as \\ooo."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts(sb: niche.Process) -> list[tuple[str, list[str]]]:
+    """(mount point, per-mount options) of every mount the sandbox sees."""
+    result = []
+    for line in read_file(sb, "/proc/self/mountinfo").decode(errors="surrogateescape").splitlines():
+        fields = line.split()
+        result.append((unescape(fields[4]), fields[5].split(",")))
+    return result
+
+
+def make_readonly(sb: niche.Process, verbose: bool) -> None:
+    """Remount every mount point of the sandbox's copy of the mount table
+    read-only. MS_BIND|MS_REMOUNT changes the flags of the mount point only,
+    so the host's mounts stay as they were."""
+    for path, opts in mounts(sb):
+        flags = ["MS_BIND", "MS_REMOUNT", "MS_RDONLY"] + [KEPT_FLAGS[o] for o in opts if o in KEPT_FLAGS]
+        try:
+            sb.mount("none", path, "", flags, "", timeout=T)
+        except OSError as e:  # e.g. a mount point hidden under another mount
+            if verbose:
+                print(f"nsex: {path} stays as it is: {e}", file=sys.stderr)
+
+
+def build_view(sb: niche.Process, root: str, tmp_size: str, verbose: bool) -> None:
+    sb.mount("none", "/", "", ["MS_REC", "MS_PRIVATE"], "", timeout=T)  # no propagation to the host
+    make_readonly(sb, verbose)
+    base = "" if root == "/" else root.rstrip("/")
+    # /tmp: the one writable place, a size-limited tmpfs of the sandbox's own.
+    sb.mount("tmpfs", base + "/tmp", "tmpfs", ["MS_NOSUID", "MS_NODEV"], f"size={tmp_size},mode=1777",
+             timeout=T)
+    # /proc of the new PID namespace: mounted by its PID 1, it shows only it.
+    sb.mount("proc", base + "/proc", "proc", ["MS_NOSUID", "MS_NODEV", "MS_NOEXEC"], "", timeout=T)
+
+
+def set_limits(sb: niche.Process, args: argparse.Namespace) -> None:
+    limits = {
+        "RLIMIT_NPROC": args.nproc,  # processes of the sandbox's (unique) UID
+        "RLIMIT_NOFILE": args.nofile,  # open descriptors per process
+        "RLIMIT_FSIZE": args.fsize,  # largest file a process may write
+        "RLIMIT_CPU": args.cpu,  # CPU seconds per process (SIGXCPU, then SIGKILL)
+        "RLIMIT_AS": args.memory,  # address space per process
+        "RLIMIT_CORE": 0,  # no core dumps
+    }
+    for resource, value in limits.items():
+        sb.setrlimit(resource, (value, value), timeout=T)
+
+
+def drop_privileges(sb: niche.Process, ident: int) -> None:
+    """No supplementary groups, then GID, then UID (after setresuid the
+    process could no longer change its groups or GID)."""
+    sb.setgroups([], timeout=T)
+    sb.setresgid(ident, ident, ident, timeout=T)
+    sb.setresuid(ident, ident, ident, timeout=T)
+
+
+def start_sandbox(port: niche.Port, args: argparse.Namespace, ident: int) -> niche.Process:
+    sb = port.root.clone(CLONE_FLAGS, timeout=T)
+    # If this script dies, the port sends the exec'd shell SIGKILL, which an
+    # interactive shell (that ignores SIGTERM) cannot ignore.
+    port.setcpid([], sb.pid, "signaloneof", port.signal_constant([], "SIGKILL", timeout=T), timeout=T)
+    build_view(sb, args.root, args.tmp_size, args.verbose)
+    if args.root != "/":
+        sb.chroot(args.root, timeout=T)
+    sb.chdir("/", timeout=T)
+    sb.sethostname(args.hostname, timeout=T)
+    set_limits(sb, args)
+    # setuid binaries (su, sudo, mount, ...) must not give the privileges back.
+    sb.prctl("PR_SET_NO_NEW_PRIVS", 1, 0, 0, 0, timeout=T)
+    sb.setsid(timeout=T)  # own process group: Ctrl-C is forwarded to it
+    drop_privileges(sb, ident)
+    env = [
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "HOME=/tmp",
+        f"HOSTNAME={args.hostname}",
+        f"PS1={args.hostname}$ ",
+        f"TERM={os.environ.get('TERM', 'dumb')}",
+    ]
+    sb.execve(args.shell[0], args.shell, env, timeout=T)
+    return sb
+
+
+# --- wiring the shell to the terminal ----------------------------------------
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BrokenPipeError:
+            return  # the reader went away; keep draining, quietly
+        view = view[n:]
+
+
+def interact(port: niche.Port, sb: niche.Process) -> int:
+    """Forward stdin to the shell and its stdout/stderr back until it exits;
+    return its exit status (128 + signal number when killed)."""
+    chain = sb.chain
+    done = threading.Event()
+    status: list[int] = []
+
+    def pump_in() -> None:
+        while not done.is_set():
+            try:
+                data = os.read(0, 65536)
+            except OSError:
+                data = b""
+            try:
+                if not data:
+                    port.eof(chain, timeout=T)
+                    return
+                # No timeout: blocking while the shell does not read is the
+                # back-pressure we want, and this thread is a daemon.
+                port.stdin(chain, data, timeout=None)
+            except (niche.PortError, OSError):
+                return  # the shell is gone
+
+    def pump_out(read, fd: int) -> None:
+        while True:
+            finished = done.is_set()
+            data = read(chain, timeout=0.5)
+            if data:
+                write_all(fd, data)
+            elif finished:
+                return
+
+    def watch_events() -> None:
+        try:
+            while True:
+                ev = port.event(chain, timeout=1.0)
+                if ev is None:
+                    continue
+                if ev[0] == "exit_status":
+                    status.append(ev[1])
+                    return
+                if ev[0] == "termsig":
+                    status.append(128 + (port.signal_constant([], ev[1], timeout=T) or 0))
+                    return
+        except niche.PortError as e:
+            print(f"nsex: {e}", file=sys.stderr)
+            status.append(255)
+        finally:
+            done.set()
+
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    old = signal.signal(signal.SIGINT, lambda signum, frame: signals.put(signum))
+    threads = [
+        threading.Thread(target=pump_out, args=(port.stdout, 1)),
+        threading.Thread(target=pump_out, args=(port.stderr, 2)),
+        threading.Thread(target=watch_events),
+    ]
+    threading.Thread(target=pump_in, daemon=True).start()
+    for t in threads:
+        t.start()
+    try:
+        while not done.is_set():
+            try:
+                signum = signals.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            # Ctrl-C: what the terminal would do, to the sandbox's process
+            # group. The shell, PID 1 of its namespace, gets it only because
+            # an interactive shell handles SIGINT.
+            try:
+                port.kill([], -sb.pid, signal.Signals(signum).name, timeout=T)
+            except (niche.PortError, OSError):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, old)
+        for t in threads:
+            t.join()
+    return status[0] if status else 255
+
+
+# --- command line ------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Run an interactive shell in new namespaces (host file system read-only, private "
+                    "/tmp and /proc, resource limits, random unprivileged UID/GID). Run as root.")
+    p.add_argument("--hostname", default="nsex", help="hostname in the sandbox (default: %(default)s)")
+    p.add_argument("--root", default="/",
+                   help="chroot into this prepared tree (it needs /tmp and /proc directories); "
+                        "default: / (no chroot)")
+    p.add_argument("--nproc", type=int, default=16, help="RLIMIT_NPROC (default: %(default)s)")
+    p.add_argument("--nofile", type=int, default=64, help="RLIMIT_NOFILE (default: %(default)s)")
+    p.add_argument("--fsize", type=int, default=16 << 20, help="RLIMIT_FSIZE, bytes (default: %(default)s)")
+    p.add_argument("--cpu", type=int, default=60, help="RLIMIT_CPU, seconds (default: %(default)s)")
+    p.add_argument("--memory", type=int, default=512 << 20,
+                   help="RLIMIT_AS, bytes (default: %(default)s)")
+    p.add_argument("--tmp-size", default="16m", help="size of the sandbox's /tmp (default: %(default)s)")
+    p.add_argument("--id", type=int, default=None,
+                   help="UID and GID of the shell (default: random in 0xf0000000..0xf000ffff)")
+    p.add_argument("--exec-prefix", default=None, help='run the port with this prefix, e.g. "sudo -n"')
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print the sandbox's PID and UID, and mounts left writable, on stderr")
+    p.add_argument("shell", nargs="*", default=["/bin/sh", "-i"],
+                   help="command to run in the sandbox (default: /bin/sh -i)")
+    args = p.parse_args(argv)
+    if not args.shell:
+        args.shell = ["/bin/sh", "-i"]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0 and not args.exec_prefix:
+        print("nsex: run as root, or pass --exec-prefix 'sudo -n'", file=sys.stderr)
+        return 2
+    ident = args.id if args.id is not None else random_id()
+    with niche.Port(exec_prefix=args.exec_prefix) as port:
+        try:
+            sb = start_sandbox(port, args, ident)
+        except (OSError, niche.PortError) as e:
+            print(f"nsex: setting up the sandbox: {e}", file=sys.stderr)
+            if args.verbose:
+                traceback.print_exc()
+            return 255
+        if args.verbose:
+            print(f"nsex: pid {sb.pid} uid {ident}", file=sys.stderr, flush=True)
+        return interact(port, sb)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
