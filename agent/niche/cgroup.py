@@ -26,7 +26,8 @@ empty cgroup2 hierarchy, or some controllers on each):
 By default the new cgroup is created under the cgroup the port process is
 in (``/proc/self/cgroup``), so whatever limits apply to the port still
 apply inside; ``parent="/path"`` names another parent, as a cgroup path
-(relative to the hierarchy's root, e.g. ``"/niche"``).
+(relative to the hierarchy's root, e.g. ``"/niche"``), and ``parent=cg``
+nests the new cgroup in the Cgroup ``cg``.
 
 PIDs are as the process at ``chain`` sees them (its PID namespace).
 """
@@ -200,22 +201,33 @@ class Cgroup:
     at the end, or call :meth:`remove`.
     """
 
-    def __init__(self, port: Any, name: str, *, parent: str | None = None, chain: Sequence[int] = (),
+    def __init__(self, port: Any, name: str, *, parent: str | Cgroup | None = None, chain: Sequence[int] = (),
                  controllers: Iterable[str] | None = None, exist_ok: bool = False,
                  memory_max: int | str | None = None, pids_max: int | str | None = None,
                  cpu_max: tuple[int | str, int] | int | str | None = None,
                  timeout: float | None = None) -> None:
         if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
             raise ValueError(f"a cgroup name is one path component, not {name!r}")
-        if parent is not None and (not isinstance(parent, str) or not parent.startswith("/")):
-            raise ValueError(f"parent is a cgroup path starting with '/', e.g. '/niche', not {parent!r}")
+        if isinstance(parent, Cgroup):
+            if parent.port is not port:
+                raise ValueError("a parent Cgroup must belong to the same port")
+            if controllers is None:
+                controllers = [c for c in CONTROLLERS if c in parent.controllers]
+            if chain == ():
+                chain = parent.chain
+        elif parent is not None and (not isinstance(parent, str) or not parent.startswith("/")):
+            raise ValueError(f"parent is a Cgroup or a cgroup path starting with '/', e.g. '/niche', "
+                             f"not {parent!r}")
         self.port = port
         self.chain = list(chain)
         self.name = name
         self.timeout = timeout
         explicit = controllers is not None
         wanted = tuple(CONTROLLERS if controllers is None else controllers)
-        hs = hierarchies(port, self.chain, timeout=timeout)
+        if isinstance(parent, Cgroup):
+            hs = parent.hierarchies
+        else:
+            hs = hierarchies(port, self.chain, timeout=timeout)
         if not hs:
             raise CgroupError(
                 errno.ENOENT,
@@ -250,8 +262,13 @@ class Cgroup:
         self.dirs: dict[Hierarchy, str] = {}
         self.parents: dict[Hierarchy, str] = {}
         for h in used:
-            ppath = parent if parent is not None else h.own
-            pdir = h.dir(ppath)
+            if isinstance(parent, Cgroup):
+                if h not in parent.dirs:
+                    raise ValueError(f"the parent cgroup {parent.path()} is not in the hierarchy at "
+                                     f"{h.mount}: create it with the controllers the child needs")
+                pdir = parent.dirs[h]
+            else:
+                pdir = h.dir(parent if parent is not None else h.own)
             self.parents[h] = pdir
             self.dirs[h] = f"{pdir.rstrip('/')}/{name}"
         created: list[str] = []

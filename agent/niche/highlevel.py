@@ -85,7 +85,8 @@ class HighLevel:
         :class:`niche.CommandFailed` with the exit event, stdout and
         stderr. When ``timeout`` seconds pass, the command is killed
         (SIGKILL) and ``TimeoutError`` raised, with ``stdout``/``stderr``
-        attributes holding what it wrote.
+        attributes holding what it wrote. The command runs in its own
+        process group, all of which a timeout kills.
         """
         p: Any = self
         if isinstance(argv, (str, bytes)) or not argv:
@@ -106,6 +107,9 @@ class HighLevel:
         out, err = bytearray(), bytearray()
         started = False
         try:
+            # Its own process group: on a timeout the whole group is killed,
+            # grandchildren (a shell's sleep) included.
+            p.setpgid(child, 0, 0, timeout=left())
             if env is not None:
                 p.clearenv(child, timeout=left())
                 for k, v in env.items():
@@ -147,10 +151,13 @@ class HighLevel:
         filter ``filter(calls, subprocess_calls)`` applied, as its
         :class:`niche.Process` handle. A filtered call raises
         ``niche.Undefined``; ``niche.allow([...])`` denies all others."""
+        from .filter import denied
         from .port import Process
 
         p: Any = self
         chain = list(chain)
+        denied(calls)  # bad call names raise before anything is forked
+        denied(subprocess_calls)
         pid = p.fork(chain, timeout=timeout) if clone is None else p.clone(chain, clone, timeout=timeout)
         child = [*chain, pid]
         if calls is not None or subprocess_calls is not None:
@@ -190,9 +197,12 @@ class HighLevel:
         """Kill a child cmd gives up on, and wait (briefly) for its exit."""
         p: Any = self
         try:
-            p.kill(chain, pid, "SIGKILL", timeout=5)
-        except Exception:  # noqa: BLE001 - gone already, or the port is
-            return
+            p.kill(chain, -pid, "SIGKILL", timeout=5)  # its process group
+        except Exception:  # noqa: BLE001 - no group (setpgid not reached)
+            try:
+                p.kill(chain, pid, "SIGKILL", timeout=5)
+            except Exception:  # noqa: BLE001 - gone already, or the port is
+                return
         try:
             self._wait_exit(child, out, err, time.monotonic() + 5)
         except Exception:  # noqa: BLE001

@@ -237,7 +237,7 @@ def allow_list(port: Any, chain: Sequence[int], names: Iterable[str], action: st
     ``action`` (default ``"kill"``). ``port_loop=True`` also allows
     :data:`PORT_LOOP_SYSCALLS`, so a filtered event-loop process keeps
     answering calls (those missing on the platform are skipped)."""
-    numbers = syscall_numbers(port, chain, list(names), missing=missing)
+    numbers = syscall_numbers(port, chain, names, missing=missing)
     if port_loop:
         numbers.update(syscall_numbers(port, chain, PORT_LOOP_SYSCALLS, missing="ignore"))
     allow = action_value(port, chain, "allow")
@@ -248,7 +248,7 @@ def deny_list(port: Any, chain: Sequence[int], names: Iterable[str], action: str
               missing: str = "error") -> bytes:
     """A program giving the named system calls ``action`` (default
     ``"kill"``) and allowing every other."""
-    numbers = syscall_numbers(port, chain, list(names), missing=missing)
+    numbers = syscall_numbers(port, chain, names, missing=missing)
     allow = action_value(port, chain, "allow")
     return _build(port, chain, numbers.values(), action_value(port, chain, action), allow, True)
 
