@@ -91,9 +91,8 @@ def build_tree(sb: niche.Process, root: str, binds: Sequence[str], tmp_size: str
     mkdirs(sb, root + "/dev")
     for dev in DEVICES:
         if os.path.exists(dev):
-            # O_CLOEXEC: the descriptor goes at execve. (Process.close(fd)
-            # is shadowed by Port.close(timeout) in niche: see README.)
-            sb.open(root + dev, ["O_RDONLY", "O_CREAT", "O_CLOEXEC"], 0o666, timeout=T)
+            fd = sb.open(root + dev, ["O_RDONLY", "O_CREAT", "O_CLOEXEC"], 0o666, timeout=T)
+            sb.close(fd, timeout=T)  # an open file would keep step 9's remount busy
             sb.mount(dev, root + dev, "", ["MS_BIND"], "", timeout=T)
     # /tmp: the one writable place, a size-limited tmpfs of its own.
     mkdirs(sb, root + "/tmp")

@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Sequence
 
 import niche
+from niche import cgroup
 
 T = 10.0  # timeout (seconds) of every call made to set the sandbox up
 
@@ -52,13 +53,14 @@ def random_id() -> int:
 
 def read_file(sb: niche.Process, path: str) -> bytes:
     """Read a whole file in the sandbox (its own view of /proc/self)."""
-    # O_CLOEXEC: the descriptor goes at execve. (Process.close(fd) is
-    # shadowed by Port.close(timeout) in niche: see README.)
     fd = sb.open(path, ["O_RDONLY", "O_CLOEXEC"], 0, timeout=T)
-    chunks = []
-    while chunk := sb.read(fd, 65536, timeout=T):
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        chunks = []
+        while chunk := sb.read(fd, 65536, timeout=T):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        sb.close(fd, timeout=T)
 
 
 def unescape(field: str) -> str:
@@ -120,11 +122,14 @@ def drop_privileges(sb: niche.Process, ident: int) -> None:
     sb.setresuid(ident, ident, ident, timeout=T)
 
 
-def start_sandbox(port: niche.Port, args: argparse.Namespace, ident: int) -> niche.Process:
+def start_sandbox(port: niche.Port, args: argparse.Namespace, ident: int,
+                  cg: cgroup.Cgroup | None = None) -> niche.Process:
     sb = port.root.clone(CLONE_FLAGS, timeout=T)
     # If this script dies, the port sends the exec'd shell SIGKILL, which an
     # interactive shell (that ignores SIGTERM) cannot ignore.
     port.setcpid([], sb.pid, "signaloneof", port.signal_constant([], "SIGKILL", timeout=T), timeout=T)
+    if cg is not None:
+        cg.add(sb)  # before anything runs in it: its children are born inside
     build_view(sb, args.root, args.tmp_size, args.verbose)
     if args.root != "/":
         sb.chroot(args.root, timeout=T)
@@ -256,6 +261,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpu", type=int, default=60, help="RLIMIT_CPU, seconds (default: %(default)s)")
     p.add_argument("--memory", type=int, default=512 << 20,
                    help="RLIMIT_AS, bytes (default: %(default)s)")
+    p.add_argument("--memory-max", type=int, default=None,
+                   help="put the sandbox in a new cgroup with this memory.max, bytes")
+    p.add_argument("--pids-max", type=int, default=None,
+                   help="put the sandbox in a new cgroup with this pids.max")
     p.add_argument("--tmp-size", default="16m", help="size of the sandbox's /tmp (default: %(default)s)")
     p.add_argument("--id", type=int, default=None,
                    help="UID and GID of the shell (default: random in 0xf0000000..0xf000ffff)")
@@ -277,16 +286,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     ident = args.id if args.id is not None else random_id()
     with niche.Port(exec_prefix=args.exec_prefix) as port:
+        cg = None
         try:
-            sb = start_sandbox(port, args, ident)
-        except (OSError, niche.PortError) as e:
-            print(f"nsex: setting up the sandbox: {e}", file=sys.stderr)
+            try:
+                if args.memory_max is not None or args.pids_max is not None:
+                    # alcove's nsex: a cgroup limits the sandbox as a whole.
+                    cg = cgroup.Cgroup(port, f"niche-nsex.{secrets.token_hex(4)}",
+                                       memory_max=args.memory_max, pids_max=args.pids_max, timeout=T)
+                    wanted = {"memory"} if args.memory_max is not None else set()
+                    wanted |= {"pids"} if args.pids_max is not None else set()
+                    if wanted & cg.missing:
+                        missing = ", ".join(sorted(wanted & cg.missing))
+                        print(f"nsex: no cgroup controller here for: {missing}", file=sys.stderr)
+                sb = start_sandbox(port, args, ident, cg)
+            except (OSError, niche.PortError) as e:
+                print(f"nsex: setting up the sandbox: {e}", file=sys.stderr)
+                if args.verbose:
+                    traceback.print_exc()
+                return 255
             if args.verbose:
-                traceback.print_exc()
-            return 255
-        if args.verbose:
-            print(f"nsex: pid {sb.pid} uid {ident}", file=sys.stderr, flush=True)
-        return interact(port, sb)
+                print(f"nsex: pid {sb.pid} uid {ident}", file=sys.stderr, flush=True)
+            return interact(port, sb)
+        finally:
+            if cg is not None:
+                cg.remove("kill", wait=T)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,34 @@ def test_bad_root_fails_cleanly() -> None:
                          capture_output=True, text=True, timeout=60)
     assert p.returncode == 255
     assert "setting up the sandbox" in p.stderr
+
+
+def test_cgroup_pids_max_holds_the_whole_sandbox() -> None:
+    """alcove's nsex: a cgroup limits the sandbox as a whole (here pids.max,
+    with RLIMIT_NPROC out of the way); the cgroup is removed at the end."""
+    s = h.Session(SCRIPT, "--nproc", "100", "--pids-max", "5")
+    try:
+        s.send("echo ready\n")
+        try:
+            uid = s.wait_uid()
+        except AssertionError:
+            r = s.finish()
+            if "cgroup" in r.err:
+                h.pytest.skip(f"no usable cgroup here: {r.err.strip().splitlines()[-1]}")
+            raise
+        s.send("b(){ b|b& }; b\n")
+        peak = 0
+        end = time.monotonic() + 2
+        while time.monotonic() < end:
+            peak = max(peak, len(h.uid_pids(uid)))
+            time.sleep(0.02)
+        s.send("exit 4\n")
+        r = s.finish()
+    finally:
+        s.kill()
+    assert r.rc == 4, r.err
+    assert 2 <= peak <= 5, peak
+    assert "no cgroup controller here for: pids" not in r.err
+    assert not list(Path("/sys/fs/cgroup").glob("*/niche-nsex.*")) and not list(
+        Path("/sys/fs/cgroup").glob("niche-nsex.*"))
+    h.assert_nothing_left(r)
