@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 import tempfile
 
 import niche
@@ -124,3 +125,21 @@ def test_close_leaves_no_process_unprivileged(world_dir):
     assert len(tree) == 4  # the port, a, b (now sleep), s (now cat)
     close_and_check(port)
     assert not any(still_there(i) for i in tree)
+
+
+def _userns_allowed() -> bool:
+    probe = subprocess.run([*DROP, "unshare", "-U", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+def test_clone_newuser_newpid_works_unprivileged(uport):
+    if shutil.which("unshare") is None or not _userns_allowed():
+        pytest.skip("the kernel does not allow unprivileged user namespaces")
+    c = uport.clone([], ["clone_newuser", "clone_newpid"], timeout=T)
+    assert uport.getpid([c], timeout=T) == 1
+    g = uport.fork([c], timeout=T)
+    assert uport.getpid([c, g], timeout=T) == g
+    assert uport.getppid([c, g], timeout=T) == 1
+    uport.execvp([c, g], "/bin/sh", ["sh", "-c", "echo $$"], timeout=T)
+    out, ev = read_all_until_exit(uport, [c, g])
+    assert (out, ev) == (f"{g}\n".encode(), ("exit_status", 0))
