@@ -75,9 +75,18 @@ def read_file(proc: Process, path: str, *, timeout: float | None = None) -> byte
         proc.close(fd, timeout=timeout)
 
 
-def proc_status(proc: Process, *, timeout: float | None = None) -> dict[str, str]:
-    text = read_file(proc, "/proc/self/status", timeout=timeout).decode()
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+def proc_status(proc: Process, fd: int | None = None, *, timeout: float | None = None) -> dict[str, str]:
+    """The process's /proc/self/status, read by itself; through ``fd`` (an
+    open /proc/self/status, read from the start) once it is chrooted."""
+    if fd is None:
+        text = read_file(proc, "/proc/self/status", timeout=timeout)
+    else:
+        proc.lseek(fd, 0, "SEEK_SET", timeout=timeout)
+        chunks = []
+        while chunk := proc.read(fd, 65536, timeout=timeout):
+            chunks.append(chunk)
+        text = b"".join(chunks)
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.decode().splitlines())}
 
 
 def keep_only(proc: Process, keep: Iterable[int], *, timeout: float | None = None) -> None:
@@ -101,9 +110,10 @@ def drop_privileges(proc: Process, identity: Identity, *, timeout: float | None 
     proc.prctl("PR_SET_NO_NEW_PRIVS", 1, 0, 0, 0, timeout=timeout)
 
 
-def verify(proc: Process, identity: Identity, *, timeout: float | None = None) -> dict[str, str]:
+def verify(proc: Process, identity: Identity, status_fd: int | None = None, *,
+           timeout: float | None = None) -> dict[str, str]:
     """Read back what the process is; raise SandboxError on any privilege left."""
-    st = proc_status(proc, timeout=timeout)
+    st = proc_status(proc, status_fd, timeout=timeout)
     want_uid = " ".join([str(identity.uid)] * 4)
     want_gid = " ".join([str(identity.gid)] * 4)
     problems = []
@@ -142,6 +152,8 @@ def sandbox(
     child = parent.clone(list(namespaces), timeout=timeout) if namespaces else parent.fork(timeout=timeout)
     try:
         keep_only(child, keep_fds, timeout=timeout)
+        # opened now, read after the drop: a chrooted process has no /proc
+        status_fd = child.open("/proc/self/status", ["O_RDONLY", "O_CLOEXEC"], timeout=timeout)
         if chroot is not None:
             child.chdir(chroot, timeout=timeout)
             child.chroot(".", timeout=timeout)
@@ -149,7 +161,8 @@ def sandbox(
         for resource, lim in (DEFAULT_LIMITS if limits is None else limits).items():
             child.setrlimit(resource, lim, timeout=timeout)
         drop_privileges(child, identity, timeout=timeout)
-        status = verify(child, identity, timeout=timeout)
+        status = verify(child, identity, status_fd, timeout=timeout)
+        child.close(status_fd, timeout=timeout)
     except BaseException:
         try:
             parent.kill(child.pid, "SIGKILL", timeout=timeout)
