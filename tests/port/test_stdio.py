@@ -379,3 +379,29 @@ def test_stdin_to_a_program_that_exits_without_reading_fails(port):
         port.stdin([c], b"x" * (16 << 20), timeout=30)
     assert wait_exit(port, [c]) == ("exit_status", 3)
     assert port.getpid([], timeout=T) > 0
+
+
+def _sig_masks(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as f:
+        return {
+            k: int(v, 16)
+            for k, v in (line.split(":", 1) for line in f)
+            if k in ("SigBlk", "SigIgn", "SigCgt")
+        }
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_exec_d_program_starts_with_default_signals(port, depth):
+    """The port blocks and ignores signals for its own loop (SIGCHLD,
+    SIGPIPE, ...): the programs it runs must not inherit that."""
+    chain = chain_of_depth(port, depth)
+    port.sigaction(chain, "sigusr1", "sig_info", timeout=T)  # trapped: reset by exec
+    port.execvp(chain, "sleep", ["sleep", "100"], timeout=T)
+    masks = _sig_masks(chain[-1])
+    assert masks == {"SigBlk": 0, "SigIgn": 0, "SigCgt": 0}, {k: hex(v) for k, v in masks.items()}
+    # a pipeline whose reader exits early ends quietly (SIGPIPE is default)
+    c = port.fork(chain[:-1], timeout=T)
+    port.execvp(chain[:-1] + [c], "/bin/sh", ["sh", "-c", "yes | head -c 10"], timeout=T)
+    out, ev = read_all_until_exit(port, chain[:-1] + [c])
+    assert (out, ev) == (b"y\n" * 5, ("exit_status", 0))
+    assert port.stderr(chain[:-1] + [c], timeout=0) == b""

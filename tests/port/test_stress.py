@@ -348,3 +348,32 @@ def test_python_side_dying_takes_the_port_and_tree_down(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _ipc_fds(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(("pipe:", "socket:")):
+            out.add(target)
+    return out
+
+
+def test_children_hold_no_descriptor_of_their_siblings(port):
+    """A child holding a sibling's pipe or control socket would keep that
+    sibling from ever seeing the end of its input (and its output open)."""
+    kids = [port.fork([], timeout=T) for _ in range(4)]
+    for k in kids[:2]:
+        port.execvp([k], "sleep", ["sleep", "100"], timeout=T)
+    kids += [port.fork([], timeout=T) for _ in range(4)]
+    deep = port.fork([kids[-1]], timeout=T)
+    fds = {p: _ipc_fds(p) for p in [*kids, deep]}
+    # siblings share nothing (a parent and its child do share their pipes)
+    pairs = [(a, b) for i, a in enumerate(kids) for b in kids[i + 1 :]]
+    pairs += [(deep, k) for k in kids[:-1]]
+    for a, b in pairs:
+        shared = fds[a] & fds[b]
+        assert not shared, f"{a} and {b} share {shared}"
