@@ -161,6 +161,26 @@ def test_port_loop_syscalls_keep_the_loop_alive(port):
     assert wait_exit(port, [c]) == ("exit_status", 3)
 
 
+def test_filtered_loop_relays_its_childs_stdio(port):
+    """Filtered after forking and exec'ing a child, the loop still relays
+    that child's stdin and stdout, reaps it and reports its exit."""
+    c = port.fork([], timeout=T)
+    g = port.fork([c], timeout=T)
+    port.execvp([c, g], "cat", ["cat"], timeout=T)
+    s = port.fork([c], timeout=T)
+    port.execvp([c, s], "sleep", ["sleep", "100"], timeout=T)
+    seccomp.apply(port, [c], seccomp.allow_list(port, [c], [], "kill", port_loop=True), timeout=T)
+    data = bytes(range(256)) * 1200
+    port.stdin([c, g], data, timeout=T)
+    port.eof([c, g], timeout=T)
+    out, ev = read_all_until_exit(port, [c, g])
+    assert out == data
+    assert ev == ("exit_status", 0)
+    port.kill([c], s, "sigterm", timeout=T)  # kill(2) from the filtered process
+    assert wait_exit(port, [c, s]) == ("termsig", "sigterm")
+    assert port.getopt([c], "maxchild", timeout=T) is not None
+
+
 def test_filtered_loop_shuts_down_cleanly(make_port):
     p = make_port()
     c = p.fork([], timeout=T)
