@@ -475,6 +475,23 @@ class Port(PortCalls, HighLevel):
                 del self._events[key]
             return ev
 
+    def next_event(self, chains: Sequence[Chain], timeout: float | None = 0) -> tuple[Chain, Event] | None:
+        """The next event of any of these processes, as (chain, event), or
+        None after timeout seconds (None: wait for ever). For a program that
+        watches many processes at once (the agent's input lines)."""
+        keys = [_p.check_chain(c) for c in chains]
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        self._wait_for(lambda: any(self._events.get(k) for k in keys), deadline)
+        with self._cv:
+            for k in keys:
+                q = self._events.get(k)
+                if q:
+                    ev = q.popleft()
+                    if not q:
+                        del self._events[k]
+                    return k, ev
+        return None
+
     # --- lifecycle ------------------------------------------------------
 
     def close(self, chain: Chain | None = None, fd: int | None = None, *,  # type: ignore[override]

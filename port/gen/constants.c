@@ -18,6 +18,7 @@
 #include <linux/gpio.h>
 #include <linux/if_tun.h>
 #include <linux/seccomp.h>
+#include <asm/unistd.h>
 #include <arch.h>
 #include "niche.h"
 
@@ -2908,6 +2909,9 @@ static const struct niche_constant fam_syscall[] = {
 #endif
 #ifdef SYS_writev
     {"sys_writev", (long long)SYS_writev},
+#endif
+#ifdef __X32_SYSCALL_BIT
+    {"__x32_syscall_bit", (long long)__X32_SYSCALL_BIT},
 #endif
     {0, 0},
 };
