@@ -313,3 +313,28 @@ def test_exit_event_is_not_held_back_by_a_background_process(port):
     finally:
         if bg is not None:
             os.kill(bg, signal.SIGKILL)
+
+
+def test_stopped_and_continued_program_is_not_reported_dead(port):
+    c = port.fork([], timeout=T)
+    port.execvp([c], "cat", ["cat"], timeout=T)
+    os.kill(c, signal.SIGSTOP)
+    assert wait_until(lambda: proc_stat(c)[0] == "T", 5)
+    assert port.event([c], timeout=0.5) is None
+    os.kill(c, signal.SIGCONT)
+    assert port.event([c], timeout=0.5) is None
+    port.stdin([c], b"still here\n", timeout=T)
+    assert read_stdout(port, [c], 11) == b"still here\n"
+    assert [p.pid for p in port.cpid([], timeout=T)] == [c]
+    port.kill([], c, "sigsegv", timeout=T)
+    assert wait_exit(port, [c]) == ("termsig", "sigsegv")
+
+
+def test_events_in_a_new_pid_namespace_use_its_pids(port):
+    box = port.clone([], ["clone_newpid"], timeout=T)
+    inner = port.fork([box], timeout=T)
+    assert port.getpid([box, inner], timeout=T) == inner  # a PID of the namespace
+    port.execvp([box, inner], "/bin/sh", ["sh", "-c", "exit 6"], timeout=T)
+    assert wait_exit(port, [box, inner]) == ("exit_status", 6)
+    port.exit([box], 0, timeout=T)
+    assert wait_event(port, [box]) == ("exit_status", 0)
