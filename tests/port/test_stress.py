@@ -377,3 +377,37 @@ def test_children_hold_no_descriptor_of_their_siblings(port):
     for a, b in pairs:
         shared = fds[a] & fds[b]
         assert not shared, f"{a} and {b} share {shared}"
+
+
+def test_calls_racing_a_dying_process_never_hang(port):
+    """Calls sent while the process exits get an answer, ProcessExited or
+    BadPid: never silence."""
+    outcomes: dict[str, int] = {}
+    for i in range(100):
+        chain = chain_of_depth(port, 1 + i % 3)
+        stop = threading.Event()
+
+        def hammer(chain=chain, stop=stop):
+            while not stop.is_set():
+                try:
+                    port.getpid(chain, timeout=10)
+                    key = "answered"
+                except (niche.ProcessExited, niche.BadPid) as e:
+                    key = type(e).__name__
+                    stop.set()
+                except TimeoutError:
+                    key = "TimeoutError"
+                    stop.set()
+                outcomes[key] = outcomes.get(key, 0) + 1
+
+        t = threading.Thread(target=hammer, daemon=True)
+        t.start()
+        port.exit(chain, 0, timeout=T)
+        t.join(30)
+        stop.set()
+        assert not t.is_alive()
+        assert wait_event(port, chain) == ("exit_status", 0)
+        if len(chain) > 1:
+            port.exit(chain[:1], 0, timeout=T)
+            wait_event(port, chain[:1])
+    assert "TimeoutError" not in outcomes, outcomes
