@@ -16,7 +16,7 @@ HDRS     := $(wildcard port/*.h port/gen/*.h)
 GEN_IN   := port/calls.spec port/constants.spec tools/gen.py
 GEN_OUT  := port/gen/calls.h port/gen/calls.c port/gen/constants.c agent/niche/_calls.py docs/calls.md
 
-BOOTSTRAP_APT ?=
+BOOTSTRAP_APT ?= fusermount3:fuse3 mosquitto:mosquitto mosquitto_pub:mosquitto-clients openssl:openssl
 
 .PHONY: all gen cross test bench fuzz demo clean bootstrap lint
 all: $(BUILD)/native/niche-port
@@ -70,3 +70,4 @@ clean:
 
 -include bench/bench.mk
 -include vm/vm.mk
+-include tools/wheel.mk
