@@ -61,11 +61,12 @@ def line_request(proc: Process, offset: int, *, direction: Direction, initial: b
 class ChardevLine(Line):
     backend = "chardev"
 
-    @classmethod
-    def request(cls, parent: Process, ref: LineRef, *, direction: Direction, initial: bool,
+    @staticmethod
+    def open_fd(parent: Process, ref: LineRef, *, direction: Direction, initial: bool,
                 active_low: bool, bias: Bias | None, edge: EdgeKind | None,
                 debounce_ms: float | None, consumer: str, overlay_hint: str,
-                timeout: float | None) -> ChardevLine:
+                timeout: float | None) -> tuple[int, chips.ChipInfo, int]:
+        """Request the line in ``parent``: its descriptor there, the chip, the offset."""
         if ref.line_name and ref.offset is None:
             chip, offset = chips.find_line(parent, ref.line_name, timeout=timeout)
         elif ref.offset is not None and ref.chips:
@@ -92,7 +93,17 @@ class ChardevLine(Line):
                            "overlay that claims it) or pick another pin", info.consumer) from e
         finally:
             parent.close(chipfd, timeout=timeout)
-        linefd = uapi.unpack("struct gpio_v2_line_request", out).fd
+        return uapi.unpack("struct gpio_v2_line_request", out).fd, chip, offset
+
+    @classmethod
+    def request(cls, parent: Process, ref: LineRef, *, direction: Direction, initial: bool,
+                active_low: bool, bias: Bias | None, edge: EdgeKind | None,
+                debounce_ms: float | None, consumer: str, overlay_hint: str,
+                timeout: float | None) -> ChardevLine:
+        linefd, chip, offset = cls.open_fd(
+            parent, ref, direction=direction, initial=initial, active_low=active_low, bias=bias,
+            edge=edge, debounce_ms=debounce_ms, consumer=consumer, overlay_hint=overlay_hint,
+            timeout=timeout)
         try:
             sb = sandbox(parent, keep_fds=[linefd], timeout=timeout)
         finally:

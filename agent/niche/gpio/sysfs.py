@@ -42,10 +42,12 @@ def chip_base(proc: Process, root: str, labels: list[str], *, timeout: float | N
 class SysfsLine(Line):
     backend = "sysfs"
 
-    @classmethod
-    def request(cls, parent: Process, ref: LineRef, board: Board | None, *, direction: Direction,
+    @staticmethod
+    def open_fd(parent: Process, ref: LineRef, board: Board | None, *, direction: Direction,
                 initial: bool, active_low: bool, edge: EdgeKind | None, root: str | None,
-                timeout: float | None) -> SysfsLine:
+                timeout: float | None) -> tuple[int, int, str]:
+        """Export and configure the line from ``parent``: the descriptor of
+        its ``value`` there, its number and its gpioN directory."""
         root = root or SYSFS_ROOT
         number = ref.sysfs
         if number is None and ref.sysfs_offset is not None and board is not None:
@@ -87,11 +89,23 @@ class SysfsLine(Line):
                 except OSError as e:
                     if edge:
                         raise LineBusy(f"{ref.spec}: cannot detect edges on GPIO {number}: {e}") from e
+        except BaseException:
+            parent.close(valuefd, timeout=timeout)
+            raise
+        return valuefd, number, d
+
+    @classmethod
+    def request(cls, parent: Process, ref: LineRef, board: Board | None, *, direction: Direction,
+                initial: bool, active_low: bool, edge: EdgeKind | None, root: str | None,
+                timeout: float | None) -> SysfsLine:
+        valuefd, number, d = cls.open_fd(parent, ref, board, direction=direction, initial=initial,
+                                         active_low=active_low, edge=edge, root=root, timeout=timeout)
+        try:
             sb = sandbox(parent, keep_fds=[valuefd], chroot=d, timeout=timeout)
         finally:
             parent.close(valuefd, timeout=timeout)
         line = cls(ref.spec, direction, sb, valuefd, active_low, timeout)
-        line.root, line.number, line.parent = root, number, parent
+        line.root, line.number, line.parent = root or SYSFS_ROOT, number, parent
         if direction == "in" and edge:
             # Read first: sysfs signals "changed since last read", and the
             # level read now is the baseline the first notification is
