@@ -66,7 +66,7 @@ def test_stdout_with_nothing_returns_empty_bytes(port):
 
 def test_stdout_joins_what_has_arrived(port):
     c = port.fork([], timeout=T)
-    port.execvp([c], "sh", ["sh", "-c", "echo a; echo b; echo c; sleep 100"], timeout=T)
+    port.execvp([c], "sh", ["sh", "-c", "echo a; echo b; echo c; exec sleep 100"], timeout=T)
     out = read_stdout(port, [c], 6)
     assert out == b"a\nb\nc\n"
     port.kill([], c, "sigkill", timeout=T)
