@@ -71,8 +71,7 @@ def leds(tmp_path: Path) -> Path:
 
 
 def request(port: niche.Port, leds: Path, pin: str = "USR0", **kw) -> LedLine:
-    line = gpio.request(port, pin, board=kw.pop("board", "beaglebone"), leds_root=str(leds),
-                        timeout=T, **kw)
+    line = gpio.request(port, pin, board=kw.pop("board", "beaglebone"), leds_root=str(leds), timeout=T, **kw)
     assert isinstance(line, LedLine)
     return line
 
