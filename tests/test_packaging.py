@@ -303,7 +303,12 @@ def test_wheels_reproducible(wheels, tmp_path):
         _make("wheel", f"WHEEL_DIR={tmp_path / d}", f"WHEEL_PURE={tmp_path / ('pure-' + d)}")
     for path in wheels.values():
         a, b = (tmp_path / d / path.name for d in "ab")
-        assert a.read_bytes() == b.read_bytes(), path.name
+        if a.read_bytes() != b.read_bytes():
+            with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
+                ia = {i.filename: (i.date_time, i.CRC, i.external_attr) for i in za.infolist()}
+                ib = {i.filename: (i.date_time, i.CRC, i.external_attr) for i in zb.infolist()}
+            diff = sorted(n for n in ia.keys() | ib.keys() if ia.get(n) != ib.get(n))
+            pytest.fail(f"{path.name} differs between two builds: {diff or 'zip layout'}")
 
 
 # --- the port builds -----------------------------------------------------------
