@@ -235,9 +235,12 @@ int decode_args(struct niche_ctx *c, const unsigned char *p, size_t len, char **
         }
         int tag = rd_tag(&r);
         switch (sig[i]) {
-        case 'i':
+        case 'i': /* a C int or a 32-bit unsigned: wider would be truncated */
+        case 'l':
             if (tag != 'i' || rd_i64(&r, &g->i) < 0)
                 return badarg(c, "%s: argument %d: expected an integer", i);
+            if (sig[i] == 'i' && (g->i < INT32_MIN || g->i > (int64_t)UINT32_MAX))
+                return badarg(c, "%s: argument %d: out of the 32-bit range", i);
             break;
         case 's':
         case 'b':
@@ -335,7 +338,8 @@ static void execute(struct niche_state *s, uint32_t id, unsigned callno, pid_t t
             return;
         }
     }
-    if (s->filter[callno / 8] & (1 << (callno % 8))) {
+    /* stdin and eof carry data to an exec'd child: never filtered (as alcove) */
+    if (!(call->flags & NICHE_F_PARENT) && (s->filter[callno / 8] & (1 << (callno % 8)))) {
         char msg[96];
         snprintf(msg, sizeof(msg), "filtered in this process");
         up_reply_msg(s, id, ST_UNDEF, msg);

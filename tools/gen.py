@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ARG_TYPES = {  # spec type -> (C signature char, Python annotation, encoder)
     "int": ("i", "int", "_p.arg_int"),
+    "int64": ("l", "int", "_p.arg_int64"),
     "str": ("s", "str | bytes", "_p.arg_str"),
     "bytes": ("b", "bytes | bytearray | memoryview", "_p.arg_bytes"),
     "strv": ("v", "Sequence[str | bytes]", "_p.arg_strv"),

@@ -270,7 +270,7 @@ class PortCalls:
 
     def fcntl(self, chain: Chain, fd: int, cmd: Constant, arg: int, *, timeout: float | None = None) -> int:
         """fcntl(2) with an integer argument."""
-        return self._call(chain, 36, (_p.arg_int(fd, "fd"), _p.arg_const(cmd, "cmd", 'fcntl'), _p.arg_int(arg, "arg"), ), _r.int, timeout)  # type: ignore[attr-defined]
+        return self._call(chain, 36, (_p.arg_int(fd, "fd"), _p.arg_const(cmd, "cmd", 'fcntl'), _p.arg_int64(arg, "arg"), ), _r.int, timeout)  # type: ignore[attr-defined]
 
     def fexecve(self, chain: Chain, fd: int, argv: Sequence[str | bytes], envp: Sequence[str | bytes], *, timeout: float | None = None) -> None:
         """fexecve(3): replace the process with the program open at fd."""
@@ -330,7 +330,7 @@ class PortCalls:
 
     def lseek(self, chain: Chain, fd: int, offset: int, whence: Constant, *, timeout: float | None = None) -> None:
         """lseek(2)."""
-        return self._call(chain, 51, (_p.arg_int(fd, "fd"), _p.arg_int(offset, "offset"), _p.arg_const(whence, "whence", 'file'), ), _r.ok, timeout)  # type: ignore[attr-defined]
+        return self._call(chain, 51, (_p.arg_int(fd, "fd"), _p.arg_int64(offset, "offset"), _p.arg_const(whence, "whence", 'file'), ), _r.ok, timeout)  # type: ignore[attr-defined]
 
     def mkdir(self, chain: Chain, path: str | bytes, mode: int, *, timeout: float | None = None) -> None:
         """mkdir(2)."""
@@ -362,7 +362,7 @@ class PortCalls:
 
     def read(self, chain: Chain, fd: int, count: int, *, timeout: float | None = None) -> bytes:
         """read(2) up to count bytes (at most 1 MiB)."""
-        return self._call(chain, 59, (_p.arg_int(fd, "fd"), _p.arg_int(count, "count"), ), _r.bytes, timeout)  # type: ignore[attr-defined]
+        return self._call(chain, 59, (_p.arg_int(fd, "fd"), _p.arg_int64(count, "count"), ), _r.bytes, timeout)  # type: ignore[attr-defined]
 
     def readdir(self, chain: Chain, path: str | bytes, *, timeout: float | None = None) -> list[str]:
         """The entries of a directory, without . and .."""

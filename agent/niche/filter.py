@@ -43,15 +43,23 @@ def _number(c: str | int) -> int:
     return c
 
 
+# stdin and eof carry data to an exec'd child, as alcove's stdin does: the
+# port never filters them, so naming them is a mistake worth saying.
+UNFILTERED = frozenset({CALLS["stdin"], CALLS["eof"]})
+
+
 def denied(calls: Calls) -> frozenset[int]:
     """The call numbers a filter denies."""
     if calls is None:
         return frozenset()
     if isinstance(calls, allow):
-        return frozenset(CALLS.values()) - calls.calls
+        return frozenset(CALLS.values()) - calls.calls - UNFILTERED
     if isinstance(calls, (str, bytes)):
         raise TypeError("calls must be a list of call names, or niche.allow([...])")
-    return frozenset(_number(c) for c in calls)
+    out = frozenset(_number(c) for c in calls)
+    if out & UNFILTERED:
+        raise ValueError("stdin and eof are data to an exec'd child and cannot be filtered")
+    return out
 
 
 def arg_calls(v: Any, name: str) -> bytes:

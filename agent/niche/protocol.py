@@ -18,6 +18,7 @@ HEADER = struct.Struct(">2sBBI")
 HDR = HEADER.size
 MAX_FRAME = 256 * 1024 + 1024  # frames sent down; see port/niche.h
 STDIN_CHUNK = 192 * 1024
+CSTRUCT_MAX = 1 << 20  # bytes a cstruct may allocate in the port (port/cstruct.c)
 
 # frame types
 CALL, HELLO = 0x01, 0x02
@@ -101,11 +102,24 @@ def _name(v: Any) -> str:
     return type(v).__name__
 
 
-def arg_int(v: Any, name: str) -> bytes:
+INT32_MIN, UINT32_MAX = -(2**31), 2**32 - 1
+
+
+def arg_int64(v: Any, name: str) -> bytes:
     if not isinstance(v, int):
         raise TypeError(f"{name} must be an int, not {_name(v)}")
     if not INT64_MIN <= v <= INT64_MAX:
         raise ValueError(f"{name} is out of the 64-bit range: {v}")
+    return term_int(v)
+
+
+def arg_int(v: Any, name: str) -> bytes:
+    """A C int or a 32-bit unsigned (uid_t, gid_t): anything wider would be
+    truncated into another value (fd 2**32+1 into fd 1), so it is refused."""
+    if not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, not {_name(v)}")
+    if not INT32_MIN <= v <= UINT32_MAX:
+        raise ValueError(f"{name} is out of the 32-bit range: {v}")
     return term_int(v)
 
 
@@ -140,7 +154,7 @@ def _const1(v: Any, name: str) -> bytes:
     if isinstance(v, bool):
         raise TypeError(f"{name}: a constant is a name or an int, not bool")
     if isinstance(v, int):
-        return arg_int(v, name)
+        return arg_int64(v, name)
     if isinstance(v, (str, bytes)):
         b = v.encode() if isinstance(v, str) else v
         if not b or len(b) > 63 or not b.replace(b"_", b"").isalnum():
@@ -159,7 +173,7 @@ def arg_const(v: Any, name: str, family: str) -> bytes:
 def arg_ints(v: Any, name: str) -> bytes:
     if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
         raise TypeError(f"{name} must be a list of ints, not {_name(v)}")
-    return term_list([arg_int(x, f"{name}[{i}]") for i, x in enumerate(v)])
+    return term_list([arg_int64(x, f"{name}[{i}]") for i, x in enumerate(v)])
 
 
 def arg_pair(v: Any, name: str) -> bytes:
@@ -186,8 +200,8 @@ def _cstruct_item(v: Any, name: str) -> bytes:
     if isinstance(v, tuple) and len(v) == 2 and v[0] == "ptr":
         size_or_data = v[1]
         if isinstance(size_or_data, int) and not isinstance(size_or_data, bool):
-            if size_or_data < 0:
-                raise ValueError(f"{name}: a ptr size must not be negative")
+            if not 0 <= size_or_data <= CSTRUCT_MAX:
+                raise ValueError(f"{name}: a ptr size is 0 to {CSTRUCT_MAX} bytes, not {size_or_data}")
             return term_list([term_int(size_or_data)])
         if isinstance(size_or_data, (bytes, bytearray)):
             return term_list([term_bytes(bytes(size_or_data))])
@@ -200,7 +214,7 @@ def arg_cstruct(v: Any, name: str) -> bytes:
     if v is None:
         return b"n"
     if isinstance(v, int) and not isinstance(v, bool):
-        return arg_int(v, name)
+        return arg_int64(v, name)
     if isinstance(v, (bytes, bytearray, memoryview)):
         return term_bytes(bytes(v))
     if isinstance(v, list):
