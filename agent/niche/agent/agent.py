@@ -28,6 +28,8 @@ from .. import gpio
 from ..port import Port, PortClosed, PortError
 from . import commands as cmds
 from .config import Config, LineConfig
+from .drivers import Driver
+from .drivers import handle_command as handle_driver_command
 from .ha import discovery
 
 log = logging.getLogger("niche.agent")
@@ -40,7 +42,9 @@ class Agent:
         self.cfg = cfg
         self.prefix = cfg.mqtt.prefix
         self.port: Port | None = None
-        self.lines: dict[str, gpio.Line | None] = dict.fromkeys(cfg.lines)
+        # lines handed to a driver are the driver's: no holder, no topics here
+        self.driver_lines = {ln: d.name for d in cfg.drivers.values() for ln in d.gpio}
+        self.lines: dict[str, gpio.Line | None] = {n: None for n in cfg.lines if n not in self.driver_lines}
         # what each line is (outputs: last commanded; inputs: last published)
         self.state: dict[str, bool] = {n: lc.initial for n, lc in cfg.lines.items()}
         self.q: queue.Queue[tuple[Any, ...]] = queue.Queue()
@@ -53,6 +57,7 @@ class Agent:
         self.online_at: float | None = None
         self.started_at = time.monotonic()
         self.mqtt = self._make_client()
+        self.drivers = {n: Driver(self, dc) for n, dc in cfg.drivers.items()}
 
     # --- MQTT -----------------------------------------------------------
 
@@ -79,10 +84,13 @@ class Agent:
                       self.cfg.mqtt.port, reason)
             return
         log.info("connected to %s:%d", self.cfg.mqtt.host, self.cfg.mqtt.port)
-        client.subscribe([(f"{self.prefix}/gpio/+/{verb}", 1) for verb in cmds.PARSERS])
+        client.subscribe([(f"{self.prefix}/gpio/+/{verb}", 1) for verb in cmds.PARSERS]
+                         + [(f"{self.prefix}/driver/+/{verb}", 1) for verb in ("stdin", "restart")])
         client.publish(f"{self.prefix}/status", "online", qos=1, retain=True)
-        for name in self.cfg.lines:  # re-publish every retained state
+        for name in self.lines:  # re-publish every retained state
             self._publish_state(name)
+        for d in self.drivers.values():
+            client.publish(f"{d.topic}/state", d.state, qos=1, retain=True)
         if self.cfg.ha_discovery:
             for topic, payload in discovery(self.cfg):
                 client.publish(topic, payload, qos=1, retain=True)
@@ -139,7 +147,7 @@ class Agent:
                 except PortError:
                     pass
             self.port = Port(progname=self.cfg.progname, exec_prefix=self.cfg.exec_prefix)
-            for name in self.cfg.lines:
+            for name in self.lines:
                 self._acquire(name)
             log.info("port %d holds %d lines", self.port.pid, len(self.lines))
 
@@ -157,7 +165,7 @@ class Agent:
                         return
             self.report(f"{self.prefix}/status", "", f"{why}: started a new port, re-acquired "
                         f"{len(self.lines)} lines and restored their states")
-            for name in self.cfg.lines:
+            for name in self.lines:
                 self._publish_state(name)
 
     def recover_line(self, name: str, why: str) -> None:
@@ -207,13 +215,19 @@ class Agent:
 
     def handle(self, topic: str, payload: bytes) -> None:
         parts = topic[len(self.prefix) + 1 :].split("/") if topic.startswith(self.prefix + "/") else []
+        if parts[:1] == ["driver"]:
+            handle_driver_command(self, self.drivers, topic, payload)
+            return
         if len(parts) != 3 or parts[0] != "gpio":
             self.report(topic, payload, "not a command topic")
             return
         _, name, verb = parts
         lc = self.cfg.lines.get(name)
+        if name in self.driver_lines:
+            self.report(topic, payload, f"{name} belongs to driver {self.driver_lines[name]}")
+            return
         if lc is None:
-            self.report(topic, payload, f"no line {name!r} (lines: {', '.join(self.cfg.lines)})")
+            self.report(topic, payload, f"no line {name!r} (lines: {', '.join(self.lines)})")
             return
         try:
             c = cmds.parse(verb, payload)
@@ -351,6 +365,8 @@ class Agent:
         threads = [threading.Thread(target=self.inputs, name="inputs", daemon=True)]
         for t in threads:
             t.start()
+        for d in self.drivers.values():
+            d.run_in_thread()
         try:
             self.worker()
         finally:
@@ -362,6 +378,8 @@ class Agent:
     def shutdown(self) -> None:
         """Outputs to their initial state, lines released, offline published."""
         self.stop.set()
+        for d in self.drivers.values():
+            d.stop()
         with self.lock:
             self.timers.clear()
             for name, lc in self.cfg.lines.items():

@@ -19,7 +19,10 @@ def discovery(cfg: Config) -> list[tuple[str, str]]:
         "sw_version": __version__,
     }
     out = []
+    driver_lines = {ln for d in cfg.drivers.values() for ln in d.gpio}
     for name, lc in cfg.lines.items():
+        if name in driver_lines:
+            continue  # a driver's line is not the agent's to show
         component = "switch" if lc.direction == "out" else "binary_sensor"
         conf = {
             "name": name,
