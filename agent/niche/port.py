@@ -579,6 +579,20 @@ class Process(ProcessCalls):
         """clone(2) a child into new namespaces (CLONE_* flags); returns its handle."""
         return Process(self.port, (*self.chain, self.port.clone(self.chain, flags, timeout=timeout)))
 
+    def cmd(self, argv: Sequence[str | bytes], **kw: Any) -> bytes:
+        """Run argv in a new child of this process to completion; its stdout
+        (raises niche.CommandFailed on failure). See Port.cmd."""
+        return self.port.cmd(self.chain, argv, **kw)
+
+    def sh(self, script: str, **kw: Any) -> bytes:
+        """Run a shell script in a new child of this process. See Port.sh."""
+        return self.port.sh(self.chain, script, **kw)
+
+    def task(self, calls: Any = None, subprocess_calls: Any = None, clone: Constant | None = None, *,
+             timeout: float | None = None) -> Process:
+        """A new filtered child of this process. See Port.task."""
+        return self.port.task(self.chain, calls, subprocess_calls, clone, timeout=timeout)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Process) and other.port is self.port and other.chain == self.chain
 
