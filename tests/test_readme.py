@@ -1,4 +1,4 @@
-"""The README's tour runs as written."""
+"""The README's tour runs as written (```python blocks; ```py blocks need a board)."""
 
 import re
 from pathlib import Path
