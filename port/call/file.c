@@ -35,9 +35,16 @@ int niche_sys_open(struct niche_ctx *c)
 int niche_sys_close(struct niche_ctx *c)
 {
     int fd = (int)c->a[0].i;
-    /* The loop's own descriptors are not the caller's to close. */
-    if (fd == c->s->in_fd || fd == c->s->out_fd || fd == c->s->ep || fd == c->s->sfd)
+    struct niche_state *s = c->s;
+    /* The loop's own descriptors, and its children's, are not the caller's
+     * to close: closing them would cut the loop off from its children. */
+    if (fd == s->in_fd || fd == s->out_fd || fd == s->ep || fd == s->sfd)
         return EBADF;
+    for (size_t i = 0; i < s->nchild; i++) {
+        const struct child *ch = s->child[i];
+        if (fd == ch->ctl || fd == ch->in || fd == ch->out || fd == ch->err)
+            return EBADF;
+    }
     watch_del(c->s, fd); /* a closed descriptor is no longer watched */
     return ok_or_errno(c, close(fd));
 }
