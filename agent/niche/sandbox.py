@@ -111,8 +111,10 @@ def drop_privileges(proc: Process, identity: Identity, *, timeout: float | None 
 
 
 def verify(proc: Process, identity: Identity, status_fd: int | None = None, *,
-           timeout: float | None = None) -> dict[str, str]:
-    """Read back what the process is; raise SandboxError on any privilege left."""
+           timeout: float | None = None, groups: bool = False) -> dict[str, str]:
+    """Read back what the process is; raise SandboxError on any privilege
+    left. ``groups=True`` accepts supplementary groups (an unprivileged
+    process keeps its own, e.g. gpio)."""
     st = proc_status(proc, status_fd, timeout=timeout)
     want_uid = " ".join([str(identity.uid)] * 4)
     want_gid = " ".join([str(identity.gid)] * 4)
@@ -121,7 +123,7 @@ def verify(proc: Process, identity: Identity, status_fd: int | None = None, *,
         problems.append(f"Uid is {st.get('Uid')!r}")
     if " ".join(st.get("Gid", "").split()) != want_gid:
         problems.append(f"Gid is {st.get('Gid')!r}")
-    if st.get("Groups", ""):
+    if st.get("Groups", "") and not groups:
         problems.append(f"supplementary groups {st['Groups']!r}")
     for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
         if int(st.get(cap, "0"), 16):
@@ -147,7 +149,16 @@ def sandbox(
 
     The descriptors must be open in ``parent``: the child inherits them
     across clone. On any failure the half-made child is killed.
+
+    A parent that is not root (a port run as the agent's user, with the
+    lines reachable through the gpio group) cannot make namespaces or change
+    UIDs: its child keeps its UID and gets no namespaces, but still only its
+    descriptors, its limits, no capabilities and no_new_privs.
     """
+    uid = parent.getresuid(timeout=timeout)[1]
+    if uid != 0:
+        namespaces = ()
+        identity = Identity(uid, parent.getresgid(timeout=timeout)[1])
     identity = identity or Identity.random()
     child = parent.clone(list(namespaces), timeout=timeout) if namespaces else parent.fork(timeout=timeout)
     try:
@@ -160,8 +171,11 @@ def sandbox(
             child.chdir("/", timeout=timeout)
         for resource, lim in (DEFAULT_LIMITS if limits is None else limits).items():
             child.setrlimit(resource, lim, timeout=timeout)
-        drop_privileges(child, identity, timeout=timeout)
-        status = verify(child, identity, status_fd, timeout=timeout)
+        if uid == 0:
+            drop_privileges(child, identity, timeout=timeout)
+        else:
+            child.prctl("PR_SET_NO_NEW_PRIVS", 1, 0, 0, 0, timeout=timeout)
+        status = verify(child, identity, status_fd, timeout=timeout, groups=uid != 0)
         child.close(status_fd, timeout=timeout)
     except BaseException:
         try:
