@@ -764,11 +764,10 @@ def test_integers_out_of_the_64_bit_range_raise_valueerror(port):
     _still_serving(port, c)
 
 
-TRUNCATION = "bug: integer arguments beyond the C type's range are silently truncated by the port " \
-    "(e.g. fd 2**32+1 becomes fd 1, uid 2**32 becomes uid 0) instead of failing"
+# Regression (found by this suite, fixed in 4a8397e): integers beyond the C
+# type's range were silently truncated (fd 2**32+1 became fd 1, uid 2**32 uid 0).
 
 
-@pytest.mark.xfail(strict=True, reason=TRUNCATION)
 def test_fd_beyond_int_range_is_not_another_fd(port):
     c = port.fork([], timeout=T)
     with pytest.raises((OSError, ValueError, OverflowError)):
@@ -777,7 +776,6 @@ def test_fd_beyond_int_range_is_not_another_fd(port):
 
 
 @root_only
-@pytest.mark.xfail(strict=True, reason=TRUNCATION)
 def test_uid_beyond_range_does_not_become_another_uid(port):
     c = port.fork([], timeout=T)
     with pytest.raises((OSError, ValueError, OverflowError)):
@@ -805,7 +803,8 @@ def _close_killing_leftovers(p) -> list[int]:
     return [pid for pid, _ in left]
 
 
-@pytest.mark.parametrize("flag", ["CLONE_VM", "CLONE_THREAD", "CLONE_SIGHAND", "CLONE_VFORK"])
+@pytest.mark.parametrize("flag", ["CLONE_VM", "CLONE_THREAD", "CLONE_SIGHAND", "CLONE_VFORK", "CLONE_FILES",
+                                  "CLONE_FS", "CLONE_PARENT"])
 def test_clone_flags_sharing_the_loop_are_einval(port, flag):
     c = port.fork([], timeout=T)
     with pytest.raises(OSError) as ei:
@@ -814,13 +813,9 @@ def test_clone_flags_sharing_the_loop_are_einval(port, flag):
     _still_serving(port, c)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: clone(CLONE_FILES) is not refused; the new child's set-up closes descriptors in "
-    "the shared table, so the caller loses its loop (later calls BadPid 'exec'd', or the clone times "
-    "out; on [] the port stops answering) and close() leaves the clone behind",
-)
 def test_clone_files_is_refused_and_the_caller_keeps_serving():
+    """Regression (fixed in 4a8397e): the clone's set-up closed descriptors in
+    the shared table, the caller lost its loop and close() left it behind."""
     p = niche.Port()
     try:
         c = p.fork([], timeout=T)
@@ -833,12 +828,9 @@ def test_clone_files_is_refused_and_the_caller_keeps_serving():
     assert left == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a clone(CLONE_PARENT) child is the port's child, not the caller's: when it exits no "
-    "exit event arrives and it stays in the caller's cpid for good (a maxchild slot leaks)",
-)
 def test_clone_parent_child_exit_is_reported(port):
+    """Regression (fixed in 4a8397e): a CLONE_PARENT child is the port's, not
+    the caller's; its exit gave no event and it stayed in cpid for good."""
     c = port.fork([], timeout=T)
     try:
         r = port.clone([c], ["CLONE_PARENT"], timeout=T)
@@ -850,13 +842,9 @@ def test_clone_parent_child_exit_is_reported(port):
     assert port.cpid([c], timeout=T) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a ('ptr', n) cstruct item with n >= 2**31 passes the Python checks but the port "
-    "rejects the frame: niche.ProtocolError 'expected an int, bytes or a cstruct list' instead of "
-    "ValueError before sending (or ENOMEM)",
-)
 def test_huge_ptr_size_is_a_valueerror_or_oserror(port):
+    """Regression (fixed in 4a8397e): the port rejected the frame with a
+    ProtocolError instead of a ValueError before sending."""
     c = port.fork([], timeout=T)
     try:
         with pytest.raises((ValueError, OSError)):

@@ -169,13 +169,9 @@ def test_a_filtered_process_still_forwards_output_and_events(port):
         assert f.read().split() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=niche.Undefined,
-    reason="bug: allow([...]) also denies stdin/eof, so a filtered process can no longer feed "
-    "its exec'd child; in alcove stdin is data, not a call, and filtered processes keep proxying it",
-)
 def test_allow_does_not_cut_the_stdin_of_an_exec_d_child(port):
+    """Regression (fixed in 4a8397e): allow([...]) denied stdin/eof too. In
+    alcove stdin is data, not a call: a filtered process keeps proxying it."""
     c = port.fork([], timeout=T)
     g = port.fork([c], timeout=T)
     port.execvp([c, g], "cat", ["cat"], timeout=T)
@@ -196,6 +192,9 @@ def test_filter_bad_arguments_raise_before_sending(port):
         port.filter([c], [3.5], timeout=T)
     with pytest.raises(TypeError):
         niche.allow([None])
+    for data_call in ("stdin", "eof"):  # data to an exec'd child, never filtered
+        with pytest.raises(ValueError):
+            port.filter([c], [data_call], timeout=T)
     # nothing was applied
     assert port.getpid([c], timeout=T) == c
     # call names are case-insensitive
