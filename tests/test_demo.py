@@ -177,9 +177,13 @@ def test_demo_driven_by_the_hints_then_ctrl_c() -> None:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does to the foreground group
         rest = proc.communicate(timeout=60)[0].decode(errors="replace")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        if proc.poll() is None:  # a failure above: let it clean up, as on Ctrl-C
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
     out = "".join(buf) + rest
     assert proc.returncode == 0, out
     assert "niche demo: Ctrl-C: stopping" in out
@@ -249,3 +253,29 @@ def test_demo_says_what_to_do_when_not_root() -> None:
     assert "apt-get install" in err
     assert p.stdout == ""
     assert not re.search(r"Traceback", err)
+
+
+@needs_demo
+def test_demo_cleans_up_after_a_killed_demo() -> None:
+    """SIGKILL leaves no chance to clean up: the next demo does it (and spares a running one)."""
+    proc = subprocess.Popen([sys.executable, str(DEMO), "--once", "--duration", "90"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    buf: list[str] = []
+    try:
+        _read_until(proc, r"step   1/7", 60, buf)
+    finally:
+        proc.kill()  # the demo only: its simulator and broker live on
+        proc.wait(10)
+        proc.stdout.close()
+    first = "".join(buf)
+    tmp = re.search(r"setup  temporary directory (\S+)", first).group(1)
+    assert tmp in Path("/proc/mounts").read_text()
+    p = subprocess.run([sys.executable, str(DEMO), "--once"], capture_output=True, text=True, timeout=120,
+                       cwd=REPO)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"setup  cleaned up {tmp}, left by a demo (pid {proc.pid}) that was killed" in p.stdout
+    check_clean(p.stdout)
+    assert tmp not in Path("/proc/mounts").read_text()
+    assert not os.path.exists(tmp)
+    left = [f"{pid}: {c}" for pid, c in _cmdlines().items() if tmp in c]
+    assert left == []

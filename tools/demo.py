@@ -158,6 +158,16 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _cmdlines() -> dict[int, str]:
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError):
+                out[int(d)] = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace")
+    return out
+
+
 def comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -255,8 +265,10 @@ class Demo:
         self._libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
     def setup(self) -> None:
+        self.clean_stale()
         self.tmp = Path(tempfile.mkdtemp(prefix="niche-demo-"))
         self.tmp.chmod(0o755)
+        (self.tmp / "demo.pid").write_text(f"{os.getpid()}\n")
         self.mnt = self.tmp / "gpio"
         self.out(f"setup  temporary directory {self.tmp}")
         from niche.gpio.sim import Simulator
@@ -276,6 +288,30 @@ class Demo:
         self.out(f"setup  agent online: niche-agent {agent}, niche-port {','.join(map(str, ports))}, "
                  f"{len(holders)} sandboxed line holders {','.join(map(str, holders))}")
         self.out("pids   " + " ".join(f"{k}={','.join(map(str, v))}" for k, v in self.pids.items()))
+
+    def clean_stale(self) -> None:
+        """Undo what an earlier demo left when it was killed (SIGKILL: no clean-up ran)."""
+        from niche.gpio.sim import unmount
+        base = Path(tempfile.gettempdir())
+        for d in base.glob("niche-demo-*"):
+            try:
+                owner = int((d / "demo.pid").read_text())
+            except (OSError, ValueError):
+                continue
+            if alive(owner):
+                continue  # another demo, running
+            for pid, cmd in _cmdlines().items():
+                if f"{d}/" in cmd:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGTERM)
+            time.sleep(0.5)
+            unmount(d / "gpio", lazy=True)
+            for pid, cmd in _cmdlines().items():
+                if f"{d}/" in cmd:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(d, ignore_errors=True)
+            self.out(f"setup  cleaned up {d}, left by a demo (pid {owner}) that was killed")
 
     def start_broker(self) -> None:
         exe = which("mosquitto")
@@ -672,7 +708,10 @@ def main(argv: list[str] | None = None) -> int:
             import niche  # noqa: F401
         except ImportError:
             sys.path.insert(0, str(REPO / "agent"))
-    why = preflight()
+    try:
+        why = preflight()
+    except KeyboardInterrupt:
+        return 130
     if why:
         print(why, file=sys.stderr)
         return 1
