@@ -166,7 +166,9 @@ class Broker:
         self.proc: subprocess.Popen | None = None
         self.log = d / "mosquitto.log"
         conf = [f"listener {self.port} 127.0.0.1", "user root", "log_dest stderr",
-                "log_type all", "persistence false"]
+                "log_type all", "persistence false",
+                # no Nagle: a state right after another message would wait for a delayed ACK
+                "set_tcp_nodelay true"]
         if users:
             pw = d / "passwords"
             pw.write_text("")
