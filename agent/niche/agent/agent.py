@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -35,6 +36,15 @@ from .ha import discovery
 log = logging.getLogger("niche.agent")
 
 PORT_RETRY_S = (0.1, 0.5, 1, 2, 5)  # back-off while the port cannot be restarted
+
+
+def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+    """State messages go out at once: without TCP_NODELAY a state published
+    right after a PUBACK waits ~40 ms for the broker's delayed ACK (Nagle)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (e.g. websockets or TLS wrappers without it)
 
 
 class Agent:
@@ -72,6 +82,7 @@ class Agent:
                       cert_reqs=ssl.CERT_REQUIRED)
         c.will_set(f"{self.prefix}/status", "offline", qos=1, retain=True)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.on_socket_open = _no_delay
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
