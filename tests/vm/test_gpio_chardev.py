@@ -274,8 +274,16 @@ def test_bias(sim: Guest, bias: str) -> None:
 
 
 def test_kilohertz_edges_none_lost(sim: Guest, record_property) -> None:
-    """1000 pulls as fast as the host can write them through the port; every
-    edge arrives, in order, seqno contiguous."""
+    """1000 pulls as fast as the host can write them through the port (a few
+    hundred Hz to about 1 kHz here); every edge the kernel reports arrives,
+    in order, seqno contiguous, none lost on the way through the holder and
+    the port. A sentinel edge afterwards proves the tail was not lost either.
+
+    gpio-sim raises its interrupts through irq_sim's irq_work: when two pulls
+    land before it runs (seen on the x86_64 guest, 2 TCG vCPUs), the kernel
+    reports one edge for both; that is the simulator, not niche, so the count
+    is compared with the kernel's own line_seqno, and the shortfall is only
+    recorded."""
     n = 1000
     line = sim.request(12, direction="in", edge="both")
     fd = sim.root.open(f"{sim.simdir}/sim_gpio12/pull", ["O_WRONLY", "O_CLOEXEC"], timeout=T)
@@ -284,16 +292,23 @@ def test_kilohertz_edges_none_lost(sim: Guest, record_property) -> None:
         for i in range(n):
             sim.root.write(fd, b"pull-up" if i % 2 == 0 else b"pull-down", timeout=T)
         elapsed = time.monotonic() - t0
+        got = collect(line, n, timeout=30)
+        got += line.edges(timeout=1)
+        sim.root.write(fd, b"pull-up", timeout=T)  # the sentinel: the line is down after an even n
+        sentinel = collect(line, 1, timeout=10)
     finally:
         sim.root.close(fd, timeout=T)
-    got = collect(line, n, timeout=60)
     rate = n / elapsed
     record_property("pull_rate_hz", round(rate))
+    record_property("kernel_edges", len(got))
     print(f"{sim.arch}: {n} pulls in {elapsed:.2f} s ({rate:.0f} Hz), {len(got)} edges")
-    assert len(got) == n, f"{n - len(got)} edges lost at {rate:.0f} Hz"
-    assert [e.seqno for e in got] == list(range(1, n + 1))
-    assert [e.rising for e in got] == [i % 2 == 0 for i in range(n)]
-    assert line.edges(timeout=0.5) == []
+    assert [e.seqno for e in got] == list(range(1, len(got) + 1)), "an edge went missing after the kernel"
+    assert [(e.seqno, e.rising) for e in sentinel] == [(len(got) + 1, True)], "the tail was lost"
+    assert got and got[0].rising and not got[-1].rising
+    ts = [e.timestamp_ns for e in got]
+    assert ts == sorted(ts)
+    if sim.arch in ("arm64", "armhf"):  # one vCPU: irq_sim keeps up; seen 1000 of 1000 every run
+        assert len(got) == n, f"{n - len(got)} edges not reported at {rate:.0f} Hz"
 
 
 # -- ownership -------------------------------------------------------------------
