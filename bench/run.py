@@ -45,6 +45,7 @@ PORT_BIN = BUILD / "native" / "niche-port"
 PINGPONG_BIN = BUILD / "bench" / "pingpong"
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "agent"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 DEFAULT_BUDGET = float(os.environ.get("NICHE_BENCH_BUDGET", "1.2"))
 WORKER_TIMEOUT = 90.0  # seconds for one worker subprocess (one measurement group)
@@ -670,13 +671,13 @@ class Row:
 def fmt_num(v: float | None, unit: str = "") -> str:
     if v is None:
         return "—"
-    if unit in ("calls/s", "cycles/s", "round trips/s"):
+    if unit in ("calls/s", "cycles/s", "round trips/s", "toggles/s", "commands/s"):
         return f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}"
     if unit == "MB/s":
         return f"{v:,.0f}"
     if unit == "kB":
         return f"{v:,.0f}"
-    if unit == "bytes":
+    if unit in ("bytes", "edges"):
         return f"{v:,.0f}"
     return f"{v:.3g}"
 
@@ -943,6 +944,8 @@ def ratio_text(v: float | None, b: float | None, lower_is_better: bool = False) 
     x = v / b
     if lower_is_better:
         return f"{b / v:.2f}x" if v else "—"
+    if x < 0.01:  # e.g. a serial round trip per call against a C loop
+        return f"{x:.2%}"
     return f"{x:.0%}" if x < 10 else f"{x:.1f}x"
 
 
@@ -1000,7 +1003,7 @@ def main() -> int:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data-file", default="", help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET)
-    ap.add_argument("--only", default="", help="comma-separated groups: " + ",".join(WORKERS))
+    ap.add_argument("--only", default="", help="comma-separated groups: " + ",".join([*WORKERS, *EXTRA]))
     ap.add_argument(
         "--wait-quiet",
         type=float,
@@ -1018,7 +1021,7 @@ def main() -> int:
             return 1
     if not shutil.which("taskset"):
         print("bench: taskset is missing (util-linux); pinned rows will fail", file=sys.stderr)
-    groups = [g for g in (args.only.split(",") if args.only else WORKERS) if g]
+    groups = [g for g in (args.only.split(",") if args.only else [*WORKERS, *EXTRA]) if g]
     info = machine_info()
     # Other load (a test suite in another shell) skews every number: give it
     # a moment to finish, then say in the header how busy the machine was.
@@ -1032,8 +1035,13 @@ def main() -> int:
     t_start = now()
     data_file = make_data_file() if {"stdout"} & set(groups) else ""
     results: dict[tuple[str, str], dict] = {}
+    extra: list[Row] = []
     try:
         for g in groups:
+            if g in EXTRA:  # issue 5 and 6 rows: bench/gpio_bench.py, bench/agent_bench.py
+                log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+                extra += [Row(**d) for d in EXTRA[g](args.budget, log=log)]
+                continue
             for pin in ("unpinned", "pinned"):
                 t0 = now()
                 d = run_worker(g, pin == "pinned", args.budget, data_file)
@@ -1054,6 +1062,7 @@ def main() -> int:
     if args.only:
         ran = set(groups)
         rows = [r for r in rows if r.num == "8" or any(k in ran for k in _groups_of(r))]
+    rows += extra
     text = render(rows, info, args.budget, now() - t_start)
     print(text)
     if not args.no_write:
@@ -1065,6 +1074,22 @@ def main() -> int:
         os.replace(tmp, RESULTS / "latest.md")
         print(f"bench: wrote {RESULTS / 'latest.md'} and {stamp}.md", file=sys.stderr)
     return 1 if any(r.result == "ERROR" for r in rows) else 0
+
+
+def _extra_gpio(budget: float, log: Callable[[str], None]) -> list[dict]:
+    import gpio_bench
+
+    return gpio_bench.run(budget, log=log)
+
+
+def _extra_agent(budget: float, log: Callable[[str], None]) -> list[dict]:
+    import agent_bench
+
+    return agent_bench.run(budget, log=log)
+
+
+# Groups measured by their own modules (one run each, unpinned), after WORKERS.
+EXTRA: dict[str, Callable[..., list[dict]]] = {"gpio": _extra_gpio, "agent": _extra_agent}
 
 
 def _groups_of(r: Row) -> list[str]:
