@@ -6,8 +6,8 @@ in new IPC, mount, network, PID and UTS namespaces; the child builds a minimal
 read-only root (a tmpfs with /bin /lib /lib64 /usr bound read-only, a private
 /tmp, /proc for its PID namespace, a few device nodes), chroots into it, sets
 resource limits and the hostname, drops to a random unprivileged UID/GID and
-execs ``/bin/sh -i``. This script then wires the shell to the terminal until
-it exits, and exits with the shell's status.
+execs ``/bin/sh -i``. This script then wires the shell to the terminal
+(``niche.terminal.attach``) until it exits, and exits with its status.
 
 Run as root (or with ``--exec-prefix "sudo -n"``)::
 
@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import secrets
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 
 import niche
+from niche import sandbox, terminal
 
 T = 10.0  # timeout (seconds) of every call made to set the sandbox up
 
@@ -118,14 +116,6 @@ def set_limits(sb: niche.Process, args: argparse.Namespace) -> None:
         sb.setrlimit(resource, (value, value), timeout=T)
 
 
-def drop_privileges(sb: niche.Process, ident: int) -> None:
-    """No supplementary groups, then GID, then UID (after setresuid the
-    process could no longer change its groups or GID)."""
-    sb.setgroups([], timeout=T)
-    sb.setresgid(ident, ident, ident, timeout=T)
-    sb.setresuid(ident, ident, ident, timeout=T)
-
-
 def start_sandbox(port: niche.Port, args: argparse.Namespace, root: str, ident: int) -> niche.Process:
     sb = port.root.clone(CLONE_FLAGS, timeout=T)
     # If this script dies, the port sends the exec'd shell SIGKILL, which an
@@ -137,10 +127,10 @@ def start_sandbox(port: niche.Port, args: argparse.Namespace, root: str, ident: 
     sb.chdir("/", timeout=T)
     sb.sethostname(args.hostname, timeout=T)
     set_limits(sb, args)
-    # setuid binaries on the bound /usr must not give the privileges back.
-    sb.prctl("PR_SET_NO_NEW_PRIVS", 1, 0, 0, 0, timeout=T)
     sb.setsid(timeout=T)  # own process group: Ctrl-C is forwarded to it
-    drop_privileges(sb, ident)
+    # No supplementary groups, then GID, then UID, then no_new_privs:
+    # setuid binaries on the bound /usr must not give the privileges back.
+    sandbox.drop_privileges(sb, sandbox.Identity(ident, ident), timeout=T)
     env = [
         "PATH=/usr/local/bin:/usr/bin:/bin",
         "HOME=/tmp",
@@ -150,99 +140,6 @@ def start_sandbox(port: niche.Port, args: argparse.Namespace, root: str, ident: 
     ]
     sb.execve(args.shell[0], args.shell, env, timeout=T)
     return sb
-
-
-# --- wiring the shell to the terminal ----------------------------------------
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BrokenPipeError:
-            return  # the reader went away; keep draining, quietly
-        view = view[n:]
-
-
-def interact(port: niche.Port, sb: niche.Process) -> int:
-    """Forward stdin to the shell and its stdout/stderr back until it exits;
-    return its exit status (128 + signal number when killed)."""
-    chain = sb.chain
-    done = threading.Event()
-    status: list[int] = []
-
-    def pump_in() -> None:
-        while not done.is_set():
-            try:
-                data = os.read(0, 65536)
-            except OSError:
-                data = b""
-            try:
-                if not data:
-                    port.eof(chain, timeout=T)
-                    return
-                # No timeout: blocking while the shell does not read is the
-                # back-pressure we want, and this thread is a daemon.
-                port.stdin(chain, data, timeout=None)
-            except (niche.PortError, OSError):
-                return  # the shell is gone
-
-    def pump_out(read, fd: int) -> None:
-        while True:
-            finished = done.is_set()
-            data = read(chain, timeout=0.5)
-            if data:
-                write_all(fd, data)
-            elif finished:
-                return
-
-    def watch_events() -> None:
-        try:
-            while True:
-                ev = port.event(chain, timeout=1.0)
-                if ev is None:
-                    continue
-                if ev[0] == "exit_status":
-                    status.append(ev[1])
-                    return
-                if ev[0] == "termsig":
-                    status.append(128 + (port.signal_constant([], ev[1], timeout=T) or 0))
-                    return
-        except niche.PortError as e:
-            print(f"chrootex: {e}", file=sys.stderr)
-            status.append(255)
-        finally:
-            done.set()
-
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-    old = signal.signal(signal.SIGINT, lambda signum, frame: signals.put(signum))
-    threads = [
-        threading.Thread(target=pump_out, args=(port.stdout, 1)),
-        threading.Thread(target=pump_out, args=(port.stderr, 2)),
-        threading.Thread(target=watch_events),
-    ]
-    threading.Thread(target=pump_in, daemon=True).start()
-    for t in threads:
-        t.start()
-    try:
-        while not done.is_set():
-            try:
-                signum = signals.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            # Ctrl-C: what the terminal would do, to the sandbox's process
-            # group. The shell, PID 1 of its namespace, gets it only because
-            # an interactive shell handles SIGINT.
-            try:
-                port.kill([], -sb.pid, signal.Signals(signum).name, timeout=T)
-            except (niche.PortError, OSError):
-                pass
-    finally:
-        signal.signal(signal.SIGINT, old)
-        for t in threads:
-            t.join()
-    return status[0] if status else 255
 
 
 # --- command line ------------------------------------------------------------
@@ -293,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sb = start_sandbox(port, args, root, ident)
             if args.verbose:
                 print(f"chrootex: pid {sb.pid} uid {ident} root {root}", file=sys.stderr, flush=True)
-            return interact(port, sb)
+            return terminal.attach(sb, prog="chrootex", timeout=T)
         except (OSError, niche.PortError) as e:
             print(f"chrootex: setting up the sandbox: {e}", file=sys.stderr)
             if args.verbose:

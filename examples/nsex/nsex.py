@@ -9,7 +9,7 @@ mount by mount, with a private /tmp and a /proc of its own PID namespace on
 top (``--root DIR`` also chroots into a prepared tree, as alcove's nsex did).
 It sets the hostname and resource limits, drops to a random unprivileged
 UID/GID and execs ``/bin/sh -i``; this script wires the shell to the terminal
-and exits with its status.
+(``niche.terminal.attach``) and exits with its status.
 
 Run as root (or with ``--exec-prefix "sudo -n"``)::
 
@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import queue
 import re
 import secrets
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 
 import niche
-from niche import cgroup
+from niche import cgroup, sandbox, terminal
 
 T = 10.0  # timeout (seconds) of every call made to set the sandbox up
 
@@ -51,18 +48,6 @@ def random_id() -> int:
 # --- building the sandbox ----------------------------------------------------
 
 
-def read_file(sb: niche.Process, path: str) -> bytes:
-    """Read a whole file in the sandbox (its own view of /proc/self)."""
-    fd = sb.open(path, ["O_RDONLY", "O_CLOEXEC"], 0, timeout=T)
-    try:
-        chunks = []
-        while chunk := sb.read(fd, 65536, timeout=T):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        sb.close(fd, timeout=T)
-
-
 def unescape(field: str) -> str:
     """Mount points in mountinfo escape space, tab, newline and backslash as \\ooo."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
@@ -70,8 +55,10 @@ def unescape(field: str) -> str:
 
 def mounts(sb: niche.Process) -> list[tuple[str, list[str]]]:
     """(mount point, per-mount options) of every mount the sandbox sees."""
+    # read by the sandbox itself: its own copy of the mount table
+    text = sandbox.read_file(sb, "/proc/self/mountinfo", timeout=T).decode(errors="surrogateescape")
     result = []
-    for line in read_file(sb, "/proc/self/mountinfo").decode(errors="surrogateescape").splitlines():
+    for line in text.splitlines():
         fields = line.split()
         result.append((unescape(fields[4]), fields[5].split(",")))
     return result
@@ -114,14 +101,6 @@ def set_limits(sb: niche.Process, args: argparse.Namespace) -> None:
         sb.setrlimit(resource, (value, value), timeout=T)
 
 
-def drop_privileges(sb: niche.Process, ident: int) -> None:
-    """No supplementary groups, then GID, then UID (after setresuid the
-    process could no longer change its groups or GID)."""
-    sb.setgroups([], timeout=T)
-    sb.setresgid(ident, ident, ident, timeout=T)
-    sb.setresuid(ident, ident, ident, timeout=T)
-
-
 def start_sandbox(port: niche.Port, args: argparse.Namespace, ident: int,
                   cg: cgroup.Cgroup | None = None) -> niche.Process:
     sb = port.root.clone(CLONE_FLAGS, timeout=T)
@@ -136,10 +115,10 @@ def start_sandbox(port: niche.Port, args: argparse.Namespace, ident: int,
     sb.chdir("/", timeout=T)
     sb.sethostname(args.hostname, timeout=T)
     set_limits(sb, args)
-    # setuid binaries (su, sudo, mount, ...) must not give the privileges back.
-    sb.prctl("PR_SET_NO_NEW_PRIVS", 1, 0, 0, 0, timeout=T)
     sb.setsid(timeout=T)  # own process group: Ctrl-C is forwarded to it
-    drop_privileges(sb, ident)
+    # No supplementary groups, then GID, then UID, then no_new_privs:
+    # setuid binaries (su, sudo, mount, ...) must not give the privileges back.
+    sandbox.drop_privileges(sb, sandbox.Identity(ident, ident), timeout=T)
     env = [
         "PATH=/usr/local/bin:/usr/bin:/bin",
         "HOME=/tmp",
@@ -149,99 +128,6 @@ def start_sandbox(port: niche.Port, args: argparse.Namespace, ident: int,
     ]
     sb.execve(args.shell[0], args.shell, env, timeout=T)
     return sb
-
-
-# --- wiring the shell to the terminal ----------------------------------------
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BrokenPipeError:
-            return  # the reader went away; keep draining, quietly
-        view = view[n:]
-
-
-def interact(port: niche.Port, sb: niche.Process) -> int:
-    """Forward stdin to the shell and its stdout/stderr back until it exits;
-    return its exit status (128 + signal number when killed)."""
-    chain = sb.chain
-    done = threading.Event()
-    status: list[int] = []
-
-    def pump_in() -> None:
-        while not done.is_set():
-            try:
-                data = os.read(0, 65536)
-            except OSError:
-                data = b""
-            try:
-                if not data:
-                    port.eof(chain, timeout=T)
-                    return
-                # No timeout: blocking while the shell does not read is the
-                # back-pressure we want, and this thread is a daemon.
-                port.stdin(chain, data, timeout=None)
-            except (niche.PortError, OSError):
-                return  # the shell is gone
-
-    def pump_out(read, fd: int) -> None:
-        while True:
-            finished = done.is_set()
-            data = read(chain, timeout=0.5)
-            if data:
-                write_all(fd, data)
-            elif finished:
-                return
-
-    def watch_events() -> None:
-        try:
-            while True:
-                ev = port.event(chain, timeout=1.0)
-                if ev is None:
-                    continue
-                if ev[0] == "exit_status":
-                    status.append(ev[1])
-                    return
-                if ev[0] == "termsig":
-                    status.append(128 + (port.signal_constant([], ev[1], timeout=T) or 0))
-                    return
-        except niche.PortError as e:
-            print(f"nsex: {e}", file=sys.stderr)
-            status.append(255)
-        finally:
-            done.set()
-
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-    old = signal.signal(signal.SIGINT, lambda signum, frame: signals.put(signum))
-    threads = [
-        threading.Thread(target=pump_out, args=(port.stdout, 1)),
-        threading.Thread(target=pump_out, args=(port.stderr, 2)),
-        threading.Thread(target=watch_events),
-    ]
-    threading.Thread(target=pump_in, daemon=True).start()
-    for t in threads:
-        t.start()
-    try:
-        while not done.is_set():
-            try:
-                signum = signals.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            # Ctrl-C: what the terminal would do, to the sandbox's process
-            # group. The shell, PID 1 of its namespace, gets it only because
-            # an interactive shell handles SIGINT.
-            try:
-                port.kill([], -sb.pid, signal.Signals(signum).name, timeout=T)
-            except (niche.PortError, OSError):
-                pass
-    finally:
-        signal.signal(signal.SIGINT, old)
-        for t in threads:
-            t.join()
-    return status[0] if status else 255
 
 
 # --- command line ------------------------------------------------------------
@@ -306,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 255
             if args.verbose:
                 print(f"nsex: pid {sb.pid} uid {ident}", file=sys.stderr, flush=True)
-            return interact(port, sb)
+            return terminal.attach(sb, prog="nsex", timeout=T)
         finally:
             if cg is not None:
                 cg.remove("kill", wait=T)
