@@ -215,20 +215,37 @@ def test_blink_uneven_times(broker, sim, agent, client) -> None:
     assert sim.level(3) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the agent's paho socket has no TCP_NODELAY; the state "
-                   "published right after the PUBACK of a QoS 1 command waits ~40 ms (Nagle + "
-                   "delayed ACK)")
-def test_state_is_published_promptly(broker, sim, agent, client_factory) -> None:
+@pytest.mark.parametrize("verb,payloads", [("set", ("ON", "OFF")), ("pulse", ("20", "20")),
+                                           ("blink", ('{"count": 1, "on_ms": 20, "off_ms": 20}',) * 2)])
+def test_state_is_published_promptly(broker, sim, agent, client_factory, verb, payloads) -> None:
+    """Command to published state, as a subscriber sees it (the first command: see below)."""
     w = client_factory(broker, topics=(agent.topic("gpio", "led"),))
     lat = []
-    for i in range(7):
+    for i in range(8):
         m = w.mark()
         t = time.monotonic()
-        w.c.publish(agent.topic("gpio", "led", "set"), "ON" if i % 2 == 0 else "OFF", qos=1)
+        w.c.publish(agent.topic("gpio", "led", verb), payloads[i % 2], qos=1)
         lat.append((w.wait_topic(agent.topic("gpio", "led"), since=m).t - t) * 1000)
-        time.sleep(0.1)
-    lat.sort()
-    assert lat[len(lat) // 2] < 25, f"command to published state, ms: {[round(x) for x in lat]}"
+        time.sleep(0.15)
+    steady = sorted(lat[1:])
+    assert steady[len(steady) // 2] < 25, f"ms: {[round(x) for x in lat]}"
+
+
+@pytest.mark.xfail(strict=True, reason="bug: the agent's paho socket has no TCP_NODELAY: the state "
+                   "published right after the PUBACK of a QoS 1 command waits for the broker's "
+                   "delayed ACK (Nagle), ~40 ms, for most first commands after connecting")
+def test_first_state_is_published_promptly(broker, sim, agent_factory, client_factory) -> None:
+    lat = []
+    for _ in range(6):  # it happens about two times in three: once in six is the bug
+        w = client_factory(broker)
+        a = start_online(agent_factory, broker, sim, w, lines=ALL_LINES)
+        m = w.mark()
+        t = time.monotonic()
+        w.c.publish(a.topic("gpio", "led", "set"), "ON", qos=1)
+        lat.append((w.wait_topic(a.topic("gpio", "led"), "ON", since=m).t - t) * 1000)
+        a.signal(signal.SIGTERM)
+        assert a.wait(20) == 0
+    assert max(lat) < 30, f"first command to published state, ms: {[round(x) for x in lat]}"
 
 
 @pytest.mark.parametrize("payload,count,period_ms", [
