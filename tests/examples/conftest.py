@@ -67,7 +67,8 @@ def run_example(script: Path, commands: str, *args: str, timeout: float = 60) ->
 
 
 class Session:
-    """The example as a subprocess fed line by line (for timed input)."""
+    """The example as a subprocess fed line by line (for timed input); as a
+    context manager, killed at the end if still running."""
 
     def __init__(self, script: Path, *args: str) -> None:
         self.mark = secrets.token_hex(8)
@@ -76,10 +77,32 @@ class Session:
                                      env=_env(self.mark), cwd=ROOT)
         self.pid = self.uid = 0
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
     def send(self, line: str) -> None:
         assert self.proc.stdin
         self.proc.stdin.write(line)
         self.proc.stdin.flush()
+
+    def ready(self, timeout: float = 20) -> int:
+        """Wait for the shell to run; its UID (see wait_uid)."""
+        self.send("echo ready\n")
+        return self.wait_uid(timeout)
+
+    def fork_bomb(self, seconds: float = 2) -> int:
+        """Start a fork bomb in the (ready) shell; the most processes of the
+        sandbox's UID seen on the host during ``seconds``."""
+        self.send("b(){ b|b& }; b\n")
+        peak = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            peak = max(peak, len(uid_pids(self.uid)))
+            time.sleep(0.02)
+        return peak
 
     def wait_uid(self, timeout: float = 20) -> int:
         """The sandbox's UID, found on the host: the process with the mark
@@ -161,6 +184,27 @@ def assert_nothing_left(run: Run, timeout: float = 5) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"left behind: {left} (sandbox pid {run.pid} gone: {gone})")
         time.sleep(0.05)
+
+
+def assert_fork_bomb_held_to_nproc(script: Path, nproc: int = 8) -> None:
+    """A fork bomb in the example's shell stops at ``--nproc`` processes (on
+    the host and in the sandbox's /proc); the shell survives it."""
+    with Session(script, "--nproc", str(nproc)) as s:
+        s.ready()
+        peak = s.fork_bomb()
+        s.send("set -- /proc/[0-9]*; echo procs=$#\nexit 4\n")
+        r = s.finish()
+    assert r.rc == 4, r.err
+    assert 2 <= peak <= nproc, peak
+    m = re.search(r"procs=(\d+)", r.out)
+    assert m and 1 <= int(m.group(1)) <= nproc, r.out
+    assert "Cannot fork" in r.err or "can't fork" in r.err
+    assert_nothing_left(r)
+
+
+def host_mounts() -> str:
+    """This (host) process's mount table, to compare before and after."""
+    return Path("/proc/self/mountinfo").read_text()
 
 
 def limits_of(out: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ import os
 import pty
 import select
 import time
-from pathlib import Path
 
 import examplehelpers as h
 
@@ -16,12 +15,8 @@ TREE = {p.strip("/") for p in ("/bin", "/lib", "/lib64", "/usr") if os.path.lexi
     "dev", "proc", "tmp"}
 
 
-def host_mounts() -> str:
-    return Path("/proc/self/mountinfo").read_text()
-
-
 def test_session_pid1_uid_hostname_tree_status() -> None:
-    before = host_mounts()
+    before = h.host_mounts()
     r = h.run_example(SCRIPT, "echo pid=$$\nid -u\nid -g\nid -G\nhostname\nls /\nexit 3\n",
                       "--hostname", "testbox")
     assert r.rc == 3, r.err
@@ -35,7 +30,7 @@ def test_session_pid1_uid_hostname_tree_status() -> None:
     assert set(lines[5:]) == TREE
     root = h.re.search(r" root (\S+)", r.err).group(1)
     assert not os.path.exists(root), "the temporary root is removed"
-    assert root not in host_mounts() and host_mounts() == before, "no mount leaks to the host"
+    assert root not in h.host_mounts() and h.host_mounts() == before, "no mount leaks to the host"
     h.assert_nothing_left(r)
 
 
@@ -71,26 +66,7 @@ def test_limits_are_set() -> None:
 
 
 def test_fork_bomb_is_limited_by_nproc() -> None:
-    s = h.Session(SCRIPT, "--nproc", "8")
-    try:
-        s.send("echo ready\n")
-        uid = s.wait_uid()
-        s.send("b(){ b|b& }; b\n")
-        peak = 0
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            peak = max(peak, len(h.uid_pids(uid)))
-            time.sleep(0.02)
-        s.send("set -- /proc/[0-9]*; echo procs=$#\nexit 4\n")
-        r = s.finish()
-    finally:
-        s.kill()
-    assert r.rc == 4, r.err
-    assert 2 <= peak <= 8, peak
-    inside = int(h.re.search(r"procs=(\d+)", r.out).group(1))
-    assert 1 <= inside <= 8
-    assert "Cannot fork" in r.err or "can't fork" in r.err
-    h.assert_nothing_left(r)
+    h.assert_fork_bomb_held_to_nproc(SCRIPT, 8)
 
 
 def test_end_of_input_exits_with_last_status() -> None:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import examplehelpers as h
 
 SCRIPT = h.ROOT / "examples" / "nsex" / "nsex.py"
-
-
-def host_mounts() -> str:
-    return Path("/proc/self/mountinfo").read_text()
 
 
 def test_session_pid1_uid_hostname_status() -> None:
@@ -41,7 +36,7 @@ def test_sees_host_tree_but_only_its_own_processes_and_network() -> None:
 
 
 def test_writes_only_in_tmp_and_host_mounts_unchanged() -> None:
-    before = host_mounts()
+    before = h.host_mounts()
     r = h.run_example(SCRIPT, "echo x > /x\necho x > /var/tmp/x\necho x > /dev/shm/x\n"
                       "echo ok > /tmp/f && cat /tmp/f\nexit 0\n")
     assert r.rc == 0
@@ -49,7 +44,7 @@ def test_writes_only_in_tmp_and_host_mounts_unchanged() -> None:
     assert r.err.count("Read-only file system") == 3, r.err
     for p in ("/x", "/var/tmp/x", "/dev/shm/x"):
         assert not os.path.exists(p)
-    assert host_mounts() == before  # read-only only in the sandbox's namespace
+    assert h.host_mounts() == before  # read-only only in the sandbox's namespace
     h.assert_nothing_left(r)
 
 
@@ -68,26 +63,7 @@ def test_limits_are_set() -> None:
 
 
 def test_fork_bomb_is_limited_by_nproc() -> None:
-    s = h.Session(SCRIPT, "--nproc", "8")
-    try:
-        s.send("echo ready\n")
-        uid = s.wait_uid()
-        s.send("b(){ b|b& }; b\n")
-        peak = 0
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            peak = max(peak, len(h.uid_pids(uid)))
-            time.sleep(0.02)
-        s.send("set -- /proc/[0-9]*; echo procs=$#\nexit 4\n")
-        r = s.finish()
-    finally:
-        s.kill()
-    assert r.rc == 4, r.err
-    assert 2 <= peak <= 8, peak
-    inside = int(h.re.search(r"procs=(\d+)", r.out).group(1))
-    assert 1 <= inside <= 8
-    assert "Cannot fork" in r.err or "can't fork" in r.err
-    h.assert_nothing_left(r)
+    h.assert_fork_bomb_held_to_nproc(SCRIPT, 8)
 
 
 def test_no_privilege_back_through_setuid_binaries() -> None:
@@ -99,16 +75,11 @@ def test_no_privilege_back_through_setuid_binaries() -> None:
 def test_example_killed_leaves_nothing() -> None:
     """If the example itself dies, the port kills the sandbox (signaloneof
     SIGKILL): an interactive shell ignores SIGTERM."""
-    s = h.Session(SCRIPT)
-    try:
-        s.send("echo ready\n")
-        s.wait_uid()
+    with h.Session(SCRIPT) as s:
+        s.ready()
         s.proc.kill()
         s.proc.wait(10)
-        r = h.Run(-9, "", "", s.pid, s.uid, s.mark)
-        h.assert_nothing_left(r, timeout=10)
-    finally:
-        s.kill()
+        h.assert_nothing_left(h.Run(-9, "", "", s.pid, s.uid, s.mark), timeout=10)
 
 
 def test_bad_root_fails_cleanly() -> None:
@@ -121,26 +92,17 @@ def test_bad_root_fails_cleanly() -> None:
 def test_cgroup_pids_max_holds_the_whole_sandbox() -> None:
     """alcove's nsex: a cgroup limits the sandbox as a whole (here pids.max,
     with RLIMIT_NPROC out of the way); the cgroup is removed at the end."""
-    s = h.Session(SCRIPT, "--nproc", "100", "--pids-max", "5")
-    try:
-        s.send("echo ready\n")
+    with h.Session(SCRIPT, "--nproc", "100", "--pids-max", "5") as s:
         try:
-            uid = s.wait_uid()
+            s.ready()
         except AssertionError:
             r = s.finish()
             if "cgroup" in r.err:
                 h.pytest.skip(f"no usable cgroup here: {r.err.strip().splitlines()[-1]}")
             raise
-        s.send("b(){ b|b& }; b\n")
-        peak = 0
-        end = time.monotonic() + 2
-        while time.monotonic() < end:
-            peak = max(peak, len(h.uid_pids(uid)))
-            time.sleep(0.02)
+        peak = s.fork_bomb()
         s.send("exit 4\n")
         r = s.finish()
-    finally:
-        s.kill()
     assert r.rc == 4, r.err
     assert 2 <= peak <= 5, peak
     assert "no cgroup controller here for: pids" not in r.err
