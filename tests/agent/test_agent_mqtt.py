@@ -231,7 +231,9 @@ def test_state_is_published_promptly(broker, sim, agent, client_factory, verb, p
     assert steady[len(steady) // 2] < 25, f"ms: {[round(x) for x in lat]}"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the agent's paho socket has no TCP_NODELAY: the state "
+# Not strict: whether the broker delays its ACK depends on the traffic just
+# before (Linux's quick-ACK heuristics), so the bug does not show every time.
+@pytest.mark.xfail(strict=False, reason="bug: the agent's paho socket has no TCP_NODELAY: the state "
                    "published right after the PUBACK of a QoS 1 command waits for the broker's "
                    "delayed ACK (Nagle), ~40 ms, for most first commands after connecting")
 def test_first_state_is_published_promptly(broker, sim, agent_factory, client_factory) -> None:
