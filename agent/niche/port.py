@@ -180,9 +180,11 @@ class Port(PortCalls, HighLevel):
         import serial  # pyserial: only needed for this transport
 
         try:
-            self._serial = serial.serial_for_url(url, baudrate=baudrate, timeout=0)
+            self._serial = serial.serial_for_url(url, baudrate=baudrate, timeout=None)
         except (serial.SerialException, ValueError) as e:
             raise PortError(f"cannot open serial line {url}: {e}") from e
+        # timeout=None is VMIN=1: with O_NONBLOCK an empty line reads as
+        # EAGAIN, not as the 0 bytes that would look like end of file
         self._rfd = self._wfd = self._serial.fileno()
         os.set_blocking(self._wfd, False)
         self._serial.reset_input_buffer()

@@ -269,6 +269,10 @@ class Msg:
         return self.payload.decode("utf-8", "replace")
 
 
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class Collector:
     """A paho client subscribed to topics (default '#'), recording every message."""
 
@@ -290,6 +294,7 @@ class Collector:
         if tls is not None:
             self.c.tls_set(ca_certs=str(tls[0]), certfile=str(tls[1]), keyfile=str(tls[2]))
         self.c.reconnect_delay_set(0.1, 1)
+        self.c.on_socket_open = _no_delay  # measure the agent, not this client's Nagle delay
         self.c.on_connect = self._on_connect
         self.c.on_subscribe = lambda *a: self.subscribed.set()
         self.c.on_message = self._on_message

@@ -231,11 +231,8 @@ def test_state_is_published_promptly(broker, sim, agent, client_factory, verb, p
     assert steady[len(steady) // 2] < 25, f"ms: {[round(x) for x in lat]}"
 
 
-# Not strict: whether the broker delays its ACK depends on the traffic just
-# before (Linux's quick-ACK heuristics), so the bug does not show every time.
-@pytest.mark.xfail(strict=False, reason="bug: the agent's paho socket has no TCP_NODELAY: the state "
-                   "published right after the PUBACK of a QoS 1 command waits for the broker's "
-                   "delayed ACK (Nagle), ~40 ms, for most first commands after connecting")
+# Without TCP_NODELAY on the agent's socket, a state published right after
+# a PUBACK waited ~40 ms for the broker's delayed ACK (Nagle), most times.
 def test_first_state_is_published_promptly(broker, sim, agent_factory, client_factory) -> None:
     lat = []
     for _ in range(6):  # it happens about two times in three: once in six is the bug
@@ -497,9 +494,6 @@ def test_1000_rejected_commands_change_nothing(broker, sim, agent, client) -> No
 
 
 @pytest.mark.parametrize("payload", [b"9" * 5000, "²".encode()], ids=["5000-digits", "superscript-2"])
-@pytest.mark.xfail(strict=True, reason="bug: parse_pulse raises a plain ValueError for these "
-                   "(int() of str.isdigit() text); Agent.handle catches only CommandError, the "
-                   "worker dies and the agent exits 1")
 def test_pulse_with_odd_digits_keeps_the_agent_up(broker, sim, agent, client, payload) -> None:
     m = client.mark()
     client.publish(agent.topic("gpio", "led", "pulse"), payload)

@@ -123,16 +123,12 @@ def test_pulse_rejects(payload: bytes) -> None:
 CRASHERS = [b"9" * 4301, b"-" + b"9" * 4301, "²".encode(), "¹²³".encode(), "①".encode()]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parse_pulse calls int() on str.isdigit() text: "
-                   "ValueError (not CommandError) for >4300 digits or digits like '²'")
 @pytest.mark.parametrize("payload", CRASHERS, ids=lambda p: repr(p[:12]))
 def test_pulse_rejects_odd_digits_with_command_error(payload: bytes) -> None:
     with pytest.raises(CommandError):
         c.parse_pulse(payload)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parse_pulse takes non-ASCII decimal digits "
-                   "('١٠٠' is pulse 100 ms), which the JSON form rejects")
 def test_pulse_bare_integer_is_ascii() -> None:
     with pytest.raises(CommandError):
         c.parse_pulse("١٠٠".encode())

@@ -331,8 +331,6 @@ def test_toml_syntax_error(tmp_path: Path, text: str) -> None:
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="bug: config.load() does not catch UnicodeDecodeError "
-                   "from tomllib: a traceback and exit 1 instead of an error and exit 2")
 def test_not_utf8(tmp_path: Path) -> None:
     p = tmp_path / "agent.toml"
     p.write_bytes(b'[agent]\nid = "\xff"\n')

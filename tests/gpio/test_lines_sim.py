@@ -180,23 +180,13 @@ def test_active_low_input(req, sim: SimWorld) -> None:
 LEVELS = [1, 0, 1, 0, 1, 0]
 
 
-FIRST_EDGE_LOST = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SysfsLine._parse_edges drops the first notification when its level equals the level read "
-        "at the request (meant for a spurious first POLLPRI), but with a one-way edge the line can "
-        "go the other way unnoticed and come back: the first real edge is lost"
-    ),
-)
-
-
 @pytest.mark.parametrize(
     "edge,active_low",
     [
         ("rising", False),
-        pytest.param("falling", False, marks=FIRST_EDGE_LOST),
+        ("falling", False),
         ("both", False),
-        pytest.param("rising", True, marks=FIRST_EDGE_LOST),
+        ("rising", True),
         ("falling", True),
         ("both", True),
     ],
@@ -472,12 +462,6 @@ def test_killed_holder_set_raises(req, port: niche.Port) -> None:
         line.on()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Line._guard marks a line released when its holder is found "
-    "dead, so release() returns at once and never runs the backend's cleanup: the "
-    "sysfs line stays exported",
-)
 def test_release_after_holder_died_still_unexports(req, port: niche.Port, sim: SimWorld) -> None:
     line = req(30, direction="out")
     os.kill(line.process.pid, signal.SIGKILL)

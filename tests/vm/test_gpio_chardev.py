@@ -479,13 +479,6 @@ def test_sysfs_input_edges(sysfs: Guest) -> None:
     assert line.get() is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "SysfsLine._parse_edges drops the first notification when its level equals the level read "
-        "at the request: with a one-way edge the line goes up unnoticed and the first falling edge is lost"
-    ),
-)
 def test_sysfs_first_falling_edge(sysfs: Guest) -> None:
     if not sysfs.simdir:
         pytest.xfail("raspi0: nothing drives a bcm2835 input from outside")
@@ -499,14 +492,6 @@ def test_sysfs_first_falling_edge(sysfs: Guest) -> None:
 # -- the transport ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "niche.Port over a serial line opens it with pyserial timeout=0 (VMIN=0, VTIME=0): a call "
-        "without timeout reads before the reply is there, read(2) returns 0, and the Port takes it "
-        "for end of file: PortClosed('the port exited') while the guest's port runs on"
-    ),
-)
 def test_call_without_timeout_over_serial(guest_port: Guest, vm_guest) -> None:
     p = guest_port.port
     try:

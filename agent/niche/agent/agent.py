@@ -242,7 +242,7 @@ class Agent:
             return
         try:
             c = cmds.parse(verb, payload)
-        except cmds.CommandError as e:
+        except (cmds.CommandError, ValueError) as e:  # no payload may stop the agent
             self.report(topic, payload, str(e))
             return
         if lc.direction != "out":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 MAX_MS = 24 * 3600 * 1000  # a day: longer is surely a mistake
@@ -83,7 +84,7 @@ def parse_blink(payload: bytes) -> Blink:
 
 def parse_pulse(payload: bytes) -> Pulse:
     t = _text(payload)
-    if t.isdigit() or (t[:1] == "-" and t[1:].isdigit()):
+    if re.fullmatch(r"-?[0-9]{1,12}", t):  # ASCII only: str.isdigit() takes "²" and "١"
         return Pulse(_ms(int(t), "ms"))
     d = _json(payload)
     if not isinstance(d, dict) or set(d) != {"ms"}:

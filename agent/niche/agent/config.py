@@ -303,4 +303,6 @@ def load(path: str) -> Config:
         raise ConfigError([f"{path}: cannot read it: {e.strerror}"]) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text (TOML is UTF-8): {e.reason} at byte {e.start}"]) from e
     return parse(data, path)

@@ -20,6 +20,7 @@ from .errors import LineBusy
 from .line import Bias, Direction, Edge, EdgeKind, Line
 
 EVENT_SIZE = uapi.sizeof("struct gpio_v2_line_event")
+EVENT_BUFFER = 256  # kernel default is 16 per line: a burst of edges would overflow it
 _BIAS = {"pull-up": "GPIO_V2_LINE_FLAG_BIAS_PULL_UP", "pull-down": "GPIO_V2_LINE_FLAG_BIAS_PULL_DOWN",
          "disable": "GPIO_V2_LINE_FLAG_BIAS_DISABLED", "as-is": None, None: None}
 _EDGE = {"rising": ["GPIO_V2_LINE_FLAG_EDGE_RISING"], "falling": ["GPIO_V2_LINE_FLAG_EDGE_FALLING"],
@@ -55,7 +56,8 @@ def line_request(proc: Process, offset: int, *, direction: Direction, initial: b
         attrs.append({"attr": {"id": _c(proc, "GPIO_V2_LINE_ATTR_ID_DEBOUNCE", timeout),
                                "debounce_period_us": int(debounce_ms * 1000)}, "mask": 1})
     return uapi.pack("struct gpio_v2_line_request", offsets=[offset], consumer=consumer,
-                     config={"flags": flags, "num_attrs": len(attrs), "attrs": attrs}, num_lines=1)
+                     config={"flags": flags, "num_attrs": len(attrs), "attrs": attrs}, num_lines=1,
+                     event_buffer_size=EVENT_BUFFER if direction == "in" else 0)
 
 
 class ChardevLine(Line):

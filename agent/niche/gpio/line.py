@@ -48,6 +48,7 @@ class Line:
         self.active_low = active_low
         self.timeout = timeout
         self._released = False
+        self._dead = False  # the holder is gone (the line is not released yet)
         self._last: bool | None = None
 
     @property
@@ -73,10 +74,12 @@ class Line:
     def _guard(self, fn: Callable[[], Any]) -> Any:
         if self._released:
             raise LineReleased(f"{self.name} was released")
+        if self._dead:
+            raise LineReleased(f"the process holding {self.name} is gone")
         try:
             return fn()
         except (BadPid, ProcessExited) as e:
-            self._released = True
+            self._dead = True
             raise LineReleased(f"the process holding {self.name} is gone: {e}") from e
 
     def get(self) -> bool:
@@ -114,7 +117,7 @@ class Line:
             if ev[0] == "fd" and ev[1] == self.fd:
                 out += self._parse_edges(ev[2])
             elif ev[0] in ("exit_status", "termsig"):
-                self._released = True
+                self._dead = True
                 if out:
                     return out
                 raise LineReleased(f"the process holding {self.name} exited: {ev}")
@@ -126,10 +129,11 @@ class Line:
         if self._released:
             return
         self._released = True
-        try:
-            self.process.exit(0, timeout=self.timeout)
-        except (BadPid, ProcessExited, PortClosed):
-            pass
+        if not self._dead:
+            try:
+                self.process.exit(0, timeout=self.timeout)
+            except (BadPid, ProcessExited, PortClosed):
+                pass
         try:
             self._cleanup()
         except (OSError, PortClosed):
@@ -137,7 +141,7 @@ class Line:
 
     @property
     def released(self) -> bool:
-        return self._released
+        return self._released or self._dead
 
     def __enter__(self) -> Line:
         return self

@@ -107,10 +107,9 @@ class SysfsLine(Line):
         line = cls(ref.spec, direction, sb, valuefd, active_low, timeout)
         line.root, line.number, line.parent = root or SYSFS_ROOT, number, parent
         if direction == "in" and edge:
-            # Read first: sysfs signals "changed since last read", and the
-            # level read now is the baseline the first notification is
-            # compared with (a spurious one repeats it).
-            line._baseline = line._read()
+            # Read first: sysfs signals "changed since the last read", and
+            # a descriptor never read counts as changed.
+            line._read()
             sb.process.watch(valuefd, timeout=timeout)
         if direction == "out":
             line._last = initial
@@ -123,18 +122,9 @@ class SysfsLine(Line):
         self.process.lseek(self.fd, 0, "SEEK_SET", timeout=self.timeout)
         return self.process.read(self.fd, 8, timeout=self.timeout)[:1] == b"1"
 
-    _baseline: bool | None = None
-
     def _parse_edges(self, data: bytes) -> list[Edge]:
         # sysfs says only "the value changed": the edge is the new level
-        if not data:
-            return []
-        level = data[:1] == b"1"
-        if self._baseline is not None:
-            first, self._baseline = self._baseline, None
-            if level == first:
-                return []
-        return [Edge(level)]
+        return [Edge(data[:1] == b"1")] if data else []
 
     def _cleanup(self) -> None:
         write_file(self.parent, f"{self.root}/unexport", str(self.number).encode(), timeout=self.timeout)
