@@ -1,4 +1,5 @@
 /* Growable buffers and the term encoders of docs/protocol.md. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -103,3 +104,20 @@ void t_list(struct nbuf *b, uint32_t n)
 }
 
 void t_none(struct nbuf *b) { nbuf_u8(b, 'n'); }
+
+/* The two usual endings of a call: a system call's result, or its errno. */
+int niche_ok(struct niche_ctx *c, int r)
+{
+    if (r < 0)
+        return errno;
+    t_none(&c->res);
+    return 0;
+}
+
+int niche_int(struct niche_ctx *c, long long r)
+{
+    if (r < 0)
+        return errno;
+    t_int(&c->res, r);
+    return 0;
+}

@@ -158,6 +158,8 @@ void t_none(struct nbuf *b);
 uint32_t get_u32(const unsigned char *p);
 void put_u32(unsigned char *p, uint32_t v);
 void *xmalloc(size_t n);
+int niche_ok(struct niche_ctx *c, int r);         /* None, or errno when r < 0 */
+int niche_int(struct niche_ctx *c, long long r);  /* r, or errno when r < 0 */
 void *xrealloc(void *p, size_t n);
 
 /* constant.c */

@@ -6,14 +6,6 @@
 
 #include "niche.h"
 
-static int ok_or_errno(struct niche_ctx *c, int r)
-{
-    if (r < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
-}
-
 int niche_sys_getuid(struct niche_ctx *c)
 {
     t_int(&c->res, getuid());
@@ -26,18 +18,18 @@ int niche_sys_getgid(struct niche_ctx *c)
     return 0;
 }
 
-int niche_sys_setuid(struct niche_ctx *c) { return ok_or_errno(c, setuid((uid_t)c->a[0].i)); }
+int niche_sys_setuid(struct niche_ctx *c) { return niche_ok(c, setuid((uid_t)c->a[0].i)); }
 
-int niche_sys_setgid(struct niche_ctx *c) { return ok_or_errno(c, setgid((gid_t)c->a[0].i)); }
+int niche_sys_setgid(struct niche_ctx *c) { return niche_ok(c, setgid((gid_t)c->a[0].i)); }
 
 int niche_sys_setresuid(struct niche_ctx *c)
 {
-    return ok_or_errno(c, setresuid((uid_t)c->a[0].i, (uid_t)c->a[1].i, (uid_t)c->a[2].i));
+    return niche_ok(c, setresuid((uid_t)c->a[0].i, (uid_t)c->a[1].i, (uid_t)c->a[2].i));
 }
 
 int niche_sys_setresgid(struct niche_ctx *c)
 {
-    return ok_or_errno(c, setresgid((gid_t)c->a[0].i, (gid_t)c->a[1].i, (gid_t)c->a[2].i));
+    return niche_ok(c, setresgid((gid_t)c->a[0].i, (gid_t)c->a[1].i, (gid_t)c->a[2].i));
 }
 
 static void ids3(struct niche_ctx *c, unsigned a, unsigned b, unsigned d)
@@ -93,5 +85,5 @@ int niche_sys_setgroups(struct niche_ctx *c)
     int e = errno;
     free(g);
     errno = e;
-    return ok_or_errno(c, r);
+    return niche_ok(c, r);
 }

@@ -18,18 +18,12 @@ int niche_sys_getenv(struct niche_ctx *c)
 
 int niche_sys_setenv(struct niche_ctx *c)
 {
-    if (setenv(c->a[0].s, c->a[1].s, (int)c->a[2].i) < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
+    return niche_ok(c, setenv(c->a[0].s, c->a[1].s, (int)c->a[2].i));
 }
 
 int niche_sys_unsetenv(struct niche_ctx *c)
 {
-    if (unsetenv(c->a[0].s) < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
+    return niche_ok(c, unsetenv(c->a[0].s));
 }
 
 int niche_sys_clearenv(struct niche_ctx *c)

@@ -11,25 +11,9 @@
 
 #define MAX_READ (1 << 20)
 
-static int ok_or_errno(struct niche_ctx *c, int r)
-{
-    if (r < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
-}
-
-static int int_or_errno(struct niche_ctx *c, long long r)
-{
-    if (r < 0)
-        return errno;
-    t_int(&c->res, r);
-    return 0;
-}
-
 int niche_sys_open(struct niche_ctx *c)
 {
-    return int_or_errno(c, open(c->a[0].s, (int)c->a[1].i, (mode_t)c->a[2].i));
+    return niche_int(c, open(c->a[0].s, (int)c->a[1].i, (mode_t)c->a[2].i));
 }
 
 int niche_sys_close(struct niche_ctx *c)
@@ -46,7 +30,7 @@ int niche_sys_close(struct niche_ctx *c)
             return EBADF;
     }
     watch_del(c->s, fd); /* a closed descriptor is no longer watched */
-    return ok_or_errno(c, close(fd));
+    return niche_ok(c, close(fd));
 }
 
 int niche_sys_watch(struct niche_ctx *c)
@@ -85,37 +69,37 @@ int niche_sys_read(struct niche_ctx *c)
 
 int niche_sys_write(struct niche_ctx *c)
 {
-    return int_or_errno(c, write((int)c->a[0].i, c->a[1].s, c->a[1].len));
+    return niche_int(c, write((int)c->a[0].i, c->a[1].s, c->a[1].len));
 }
 
 int niche_sys_lseek(struct niche_ctx *c)
 {
-    return ok_or_errno(c, lseek((int)c->a[0].i, (off_t)c->a[1].i, (int)c->a[2].i) < 0 ? -1 : 0);
+    return niche_ok(c, lseek((int)c->a[0].i, (off_t)c->a[1].i, (int)c->a[2].i) < 0 ? -1 : 0);
 }
 
 int niche_sys_fcntl(struct niche_ctx *c)
 {
-    return int_or_errno(c, fcntl((int)c->a[0].i, (int)c->a[1].i, (long)c->a[2].i));
+    return niche_int(c, fcntl((int)c->a[0].i, (int)c->a[1].i, (long)c->a[2].i));
 }
 
-int niche_sys_chmod(struct niche_ctx *c) { return ok_or_errno(c, chmod(c->a[0].s, (mode_t)c->a[1].i)); }
+int niche_sys_chmod(struct niche_ctx *c) { return niche_ok(c, chmod(c->a[0].s, (mode_t)c->a[1].i)); }
 
 int niche_sys_chown(struct niche_ctx *c)
 {
-    return ok_or_errno(c, chown(c->a[0].s, (uid_t)c->a[1].i, (gid_t)c->a[2].i));
+    return niche_ok(c, chown(c->a[0].s, (uid_t)c->a[1].i, (gid_t)c->a[2].i));
 }
 
-int niche_sys_mkdir(struct niche_ctx *c) { return ok_or_errno(c, mkdir(c->a[0].s, (mode_t)c->a[1].i)); }
+int niche_sys_mkdir(struct niche_ctx *c) { return niche_ok(c, mkdir(c->a[0].s, (mode_t)c->a[1].i)); }
 
-int niche_sys_mkfifo(struct niche_ctx *c) { return ok_or_errno(c, mkfifo(c->a[0].s, (mode_t)c->a[1].i)); }
+int niche_sys_mkfifo(struct niche_ctx *c) { return niche_ok(c, mkfifo(c->a[0].s, (mode_t)c->a[1].i)); }
 
-int niche_sys_rmdir(struct niche_ctx *c) { return ok_or_errno(c, rmdir(c->a[0].s)); }
+int niche_sys_rmdir(struct niche_ctx *c) { return niche_ok(c, rmdir(c->a[0].s)); }
 
-int niche_sys_link(struct niche_ctx *c) { return ok_or_errno(c, link(c->a[0].s, c->a[1].s)); }
+int niche_sys_link(struct niche_ctx *c) { return niche_ok(c, link(c->a[0].s, c->a[1].s)); }
 
-int niche_sys_symlink(struct niche_ctx *c) { return ok_or_errno(c, symlink(c->a[0].s, c->a[1].s)); }
+int niche_sys_symlink(struct niche_ctx *c) { return niche_ok(c, symlink(c->a[0].s, c->a[1].s)); }
 
-int niche_sys_unlink(struct niche_ctx *c) { return ok_or_errno(c, unlink(c->a[0].s)); }
+int niche_sys_unlink(struct niche_ctx *c) { return niche_ok(c, unlink(c->a[0].s)); }
 
 int niche_sys_readdir(struct niche_ctx *c)
 {

@@ -7,10 +7,7 @@
 
 int niche_sys_chdir(struct niche_ctx *c)
 {
-    if (chdir(c->a[0].s) < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
+    return niche_ok(c, chdir(c->a[0].s));
 }
 
 int niche_sys_getcwd(struct niche_ctx *c)

@@ -10,38 +10,30 @@
 
 #include "niche.h"
 
-static int ok_or_errno(struct niche_ctx *c, int r)
-{
-    if (r < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
-}
-
-int niche_sys_chroot(struct niche_ctx *c) { return ok_or_errno(c, chroot(c->a[0].s)); }
+int niche_sys_chroot(struct niche_ctx *c) { return niche_ok(c, chroot(c->a[0].s)); }
 
 int niche_sys_pivot_root(struct niche_ctx *c)
 {
-    return ok_or_errno(c, (int)syscall(SYS_pivot_root, c->a[0].s, c->a[1].s));
+    return niche_ok(c, (int)syscall(SYS_pivot_root, c->a[0].s, c->a[1].s));
 }
 
 int niche_sys_mount(struct niche_ctx *c)
 {
     const char *data = c->a[4].len ? c->a[4].s : NULL;
-    return ok_or_errno(c, mount(c->a[0].s, c->a[1].s, c->a[2].s, (unsigned long)c->a[3].i, data));
+    return niche_ok(c, mount(c->a[0].s, c->a[1].s, c->a[2].s, (unsigned long)c->a[3].i, data));
 }
 
-int niche_sys_umount(struct niche_ctx *c) { return ok_or_errno(c, umount(c->a[0].s)); }
+int niche_sys_umount(struct niche_ctx *c) { return niche_ok(c, umount(c->a[0].s)); }
 
-int niche_sys_umount2(struct niche_ctx *c) { return ok_or_errno(c, umount2(c->a[0].s, (int)c->a[1].i)); }
+int niche_sys_umount2(struct niche_ctx *c) { return niche_ok(c, umount2(c->a[0].s, (int)c->a[1].i)); }
 
-int niche_sys_setns(struct niche_ctx *c) { return ok_or_errno(c, setns((int)c->a[0].i, (int)c->a[1].i)); }
+int niche_sys_setns(struct niche_ctx *c) { return niche_ok(c, setns((int)c->a[0].i, (int)c->a[1].i)); }
 
-int niche_sys_unshare(struct niche_ctx *c) { return ok_or_errno(c, unshare((int)c->a[0].i)); }
+int niche_sys_unshare(struct niche_ctx *c) { return niche_ok(c, unshare((int)c->a[0].i)); }
 
 int niche_sys_sethostname(struct niche_ctx *c)
 {
-    return ok_or_errno(c, sethostname(c->a[0].s, c->a[0].len));
+    return niche_ok(c, sethostname(c->a[0].s, c->a[0].len));
 }
 
 int niche_sys_gethostname(struct niche_ctx *c)

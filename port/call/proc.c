@@ -58,8 +58,5 @@ int niche_sys_exit(struct niche_ctx *c)
 
 int niche_sys_kill(struct niche_ctx *c)
 {
-    if (kill((pid_t)c->a[0].i, (int)c->a[1].i) < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
+    return niche_ok(c, kill((pid_t)c->a[0].i, (int)c->a[1].i));
 }

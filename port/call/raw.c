@@ -61,10 +61,7 @@ int niche_sys_seccomp(struct niche_ctx *c)
         fp.filter = (struct sock_filter *)a->buf;
         prog = (unsigned long)&fp;
     }
-    if (syscall(SYS_seccomp, (unsigned)c->a[0].i, (unsigned)c->a[1].i, prog) < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
+    return niche_ok(c, syscall(SYS_seccomp, (unsigned)c->a[0].i, (unsigned)c->a[1].i, prog));
 }
 
 int niche_sys_ptrace(struct niche_ctx *c)
@@ -83,8 +80,5 @@ int niche_sys_ptrace(struct niche_ctx *c)
 
 int niche_sys_setproctitle(struct niche_ctx *c)
 {
-    if (prctl(PR_SET_NAME, c->a[0].s, 0, 0, 0) < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
+    return niche_ok(c, prctl(PR_SET_NAME, c->a[0].s, 0, 0, 0));
 }

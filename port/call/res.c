@@ -5,14 +5,6 @@
 
 #include "niche.h"
 
-static int ok_or_errno(struct niche_ctx *c, int r)
-{
-    if (r < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
-}
-
 int niche_sys_getrlimit(struct niche_ctx *c)
 {
     struct rlimit rl;
@@ -49,7 +41,7 @@ int niche_sys_getpriority(struct niche_ctx *c)
 
 int niche_sys_setpriority(struct niche_ctx *c)
 {
-    return ok_or_errno(c, setpriority((int)c->a[0].i, (id_t)c->a[1].i, (int)c->a[2].i));
+    return niche_ok(c, setpriority((int)c->a[0].i, (id_t)c->a[1].i, (int)c->a[2].i));
 }
 
 int niche_sys_getpgrp(struct niche_ctx *c)
@@ -60,7 +52,7 @@ int niche_sys_getpgrp(struct niche_ctx *c)
 
 int niche_sys_setpgid(struct niche_ctx *c)
 {
-    return ok_or_errno(c, setpgid((pid_t)c->a[0].i, (pid_t)c->a[1].i));
+    return niche_ok(c, setpgid((pid_t)c->a[0].i, (pid_t)c->a[1].i));
 }
 
 int niche_sys_getsid(struct niche_ctx *c)

@@ -22,10 +22,7 @@ int niche_sys_connect(struct niche_ctx *c)
     socklen_t len = a->kind == A_INT ? sizeof(unspec) : a->len;
     if (a->kind == A_INT && a->i != 0)
         return EINVAL;
-    if (connect((int)c->a[0].i, addr, len) < 0)
-        return errno;
-    t_none(&c->res);
-    return 0;
+    return niche_ok(c, connect((int)c->a[0].i, addr, len));
 }
 
 static int fdset(const struct niche_arg *a, fd_set *set, int *max)
