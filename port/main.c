@@ -1,7 +1,9 @@
 /* niche-port: start the event loop of the port process (depth 0). */
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "niche.h"
@@ -21,6 +23,13 @@ int main(void)
     for (int fd = 0; fd < 3; fd++)
         if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) != fd)
             return 111;
+    /* Start from default dispositions whatever ignored signals we were
+     * given (ignores survive exec and would reach every program we run).
+     * The raw call also reaches the signals libc keeps for itself (32-34). */
+    struct { void *handler; unsigned long flags; void *restorer; uint64_t mask; } dfl = {0};
+    for (int sig = 1; sig < 65; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            syscall(SYS_rt_sigaction, sig, &dfl, NULL, 8);
     signal(SIGPIPE, SIG_IGN); /* a write to a gone peer is EPIPE, not death */
     static struct niche_state s = {
         .maxforkdepth = 16, .exit_status = 1, .termsig = 1, .flowcontrol = -1,

@@ -16,6 +16,7 @@ import select
 import shlex
 import signal
 import subprocess
+import termios
 import threading
 import time
 from collections import deque
@@ -183,9 +184,14 @@ class Port(PortCalls, HighLevel):
             self._serial = serial.serial_for_url(url, baudrate=baudrate, timeout=None)
         except (serial.SerialException, ValueError) as e:
             raise PortError(f"cannot open serial line {url}: {e}") from e
-        # timeout=None is VMIN=1: with O_NONBLOCK an empty line reads as
-        # EAGAIN, not as the 0 bytes that would look like end of file
         self._rfd = self._wfd = self._serial.fileno()
+        if os.isatty(self._rfd):
+            # pyserial leaves VMIN=0: a read with nothing there returns 0
+            # bytes, which would look like end of file. VMIN=1 with O_NONBLOCK
+            # makes it EAGAIN instead.
+            attrs = termios.tcgetattr(self._rfd)
+            attrs[6][termios.VMIN], attrs[6][termios.VTIME] = 1, 0
+            termios.tcsetattr(self._rfd, termios.TCSANOW, attrs)
         os.set_blocking(self._wfd, False)
         self._serial.reset_input_buffer()
 

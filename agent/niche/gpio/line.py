@@ -7,6 +7,7 @@ The process holding the line is ``line.process`` (a ``niche.Process``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -132,12 +133,22 @@ class Line:
         if not self._dead:
             try:
                 self.process.exit(0, timeout=self.timeout)
+                self._wait_exit()
             except (BadPid, ProcessExited, PortClosed):
                 pass
         try:
             self._cleanup()
         except (OSError, PortClosed):
             pass
+
+    def _wait_exit(self) -> None:
+        """Until the holder is gone: the kernel frees the line when it exits,
+        so a released line can be requested again at once."""
+        deadline = time.monotonic() + (self.timeout or 10.0)
+        while (left := deadline - time.monotonic()) > 0:
+            ev = self.process.event(left)
+            if ev is None or ev[0] in ("exit_status", "termsig"):
+                return
 
     @property
     def released(self) -> bool:
