@@ -61,8 +61,7 @@ class Driver:
         for name in self.dc.gpio:
             lc = cfg.lines[name]
             ref = cfg.board.resolve(lc.pin)
-            backend = lc.backend or (cfg.board.backend if cfg.board.pins else
-                                     ("sysfs" if ref.sysfs is not None else "chardev"))
+            backend = lc.backend or gpio.default_backend(ref, cfg.board)
             if backend == "sysfs":
                 fds[name], _, _ = gpio.SysfsLine.open_fd(
                     parent, ref, cfg.board, direction=lc.direction, initial=lc.initial,  # type: ignore[arg-type]

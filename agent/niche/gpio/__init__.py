@@ -66,7 +66,7 @@ def request(
         raise ValueError(f"debounce_ms must be between 0 and 1000, not {debounce_ms!r}")
     if edge and direction != "in":
         raise ValueError("edge detection is for inputs (direction='in')")
-    backend = backend or _default_backend(ref, b)
+    backend = backend or default_backend(ref, b)
     if backend not in BACKENDS:
         raise ValueError(f"backend is one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "chardev":
@@ -83,7 +83,8 @@ def request(
                            timeout=timeout)
 
 
-def _default_backend(ref: LineRef, board: Board | None) -> str:
+def default_backend(ref: LineRef, board: Board | None) -> str:
+    """The backend a pin uses when none is asked for."""
     if ref.leds:  # an LED of the board, or led:NAME
         return "led"
     if board is not None and board.name != "generic":
@@ -94,5 +95,5 @@ def _default_backend(ref: LineRef, board: Board | None) -> str:
 __all__ = [
     "BACKENDS", "Bias", "Board", "ChardevLine", "ChipNotFound", "Direction", "Edge", "EdgeKind",
     "GpioError", "LedLine", "Line", "LineBusy", "LineRef", "LineReleased", "SysfsLine",
-    "UnknownPin", "request",
+    "UnknownPin", "default_backend", "request",
 ]
