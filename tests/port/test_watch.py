@@ -2,9 +2,8 @@
 
 import os
 
-import pytest
-
 import niche
+import pytest
 
 T = 10
 

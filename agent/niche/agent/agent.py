@@ -157,7 +157,10 @@ class Agent:
                     self.port.close(timeout=2)
                 except PortError:
                     pass
-            self.port = Port(progname=self.cfg.progname, exec_prefix=self.cfg.exec_prefix)
+            if self.cfg.serial:
+                self.port = Port(serial=self.cfg.serial, baudrate=self.cfg.baudrate)
+            else:
+                self.port = Port(progname=self.cfg.progname, exec_prefix=self.cfg.exec_prefix)
             for name in self.lines:
                 self._acquire(name)
             log.info("port %d holds %d lines", self.port.pid, len(self.lines))

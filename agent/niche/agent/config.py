@@ -77,6 +77,8 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     exec_prefix: str | list[str] | None = None
     progname: str | None = None
+    serial: str | None = None  # a port on a board's serial line (any pyserial URL)
+    baudrate: int = 115200
     lines: dict[str, LineConfig] = field(default_factory=dict)
     drivers: dict[str, DriverConfig] = field(default_factory=dict)
     ha_discovery: bool = False
@@ -202,7 +204,10 @@ def parse(data: dict[str, Any], path: str = "") -> Config:
         c.err("mqtt.prefix", f"must be a topic without wildcards, not {mq.prefix!r}")
     mq.client_id = mq.client_id or f"niche-{agent_id}"
 
-    p = c.table(top.get("port", {}), "port", {"exec_prefix": (str, "strlist"), "progname": str})
+    p = c.table(top.get("port", {}), "port", {"exec_prefix": (str, "strlist"), "progname": str,
+                                              "serial": str, "baudrate": int})
+    if "serial" in p and ("exec_prefix" in p or "progname" in p):
+        c.err("port.serial", "a port on a serial line is already running: no exec_prefix or progname")
 
     lines: dict[str, LineConfig] = {}
     used: dict[str, str] = {}
@@ -290,7 +295,8 @@ def parse(data: dict[str, Any], path: str = "") -> Config:
         raise ConfigError(c.errors)
     return Config(agent_id=agent_id, board=board, board_name=board_name,
                   sysfs_root=a.get("sysfs_root"), leds_root=a.get("leds_root"), mqtt=mq,
-                  exec_prefix=p.get("exec_prefix"), progname=p.get("progname"), lines=lines,
+                  exec_prefix=p.get("exec_prefix"), progname=p.get("progname"),
+                  serial=p.get("serial"), baudrate=p.get("baudrate", 115200), lines=lines,
                   drivers=drivers, ha_discovery=h.get("discovery", False),
                   ha_prefix=h.get("prefix", "homeassistant").rstrip("/"), path=path)
 
