@@ -284,6 +284,11 @@ def test_installed_wheel_finds_its_port(wheels, tmp_path):
         "    assert p.getpid([]) > 0\n"
         "    c = p.fork([])\n"
         "    assert p.getpid([c]) == c\n"
+        "import tomllib\n"
+        "from importlib.resources import files\n"
+        "for b in ('beaglebone', 'rpi', 'sim'):  # the board tables ship with the wheel\n"
+        "    t = tomllib.loads(files('niche').joinpath(f'boards/{b}/board.toml').read_text())\n"
+        "    assert t['pins'], b\n"
         "print('ok')\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NICHE_PORT", "PYTHONPATH")}
