@@ -471,17 +471,8 @@ class Port(PortCalls, HighLevel):
     def event(self, chain: Chain, timeout: float = 0) -> Event | None:
         """The next event of the process: ("exit_status", n), ("termsig",
         name), ("signal", name, info) or ("fd", fd, data); None on timeout."""
-        key = _p.check_chain(chain)
-        deadline = time.monotonic() + max(timeout, 0)
-        self._wait_for(lambda: bool(self._events.get(key)), deadline)
-        with self._cv:
-            q = self._events.get(key)
-            if not q:
-                return None
-            ev = q.popleft()
-            if not q:
-                del self._events[key]
-            return ev
+        got = self.next_event([chain], timeout)
+        return got[1] if got else None
 
     def next_event(self, chains: Sequence[Chain], timeout: float | None = 0) -> tuple[Chain, Event] | None:
         """The next event of any of these processes, as (chain, event), or

@@ -253,16 +253,11 @@ def setup_sysfs(port: niche.Port, proc: niche.Process, args: argparse.Namespace)
 def setup_chardev(port: niche.Port, proc: niche.Process, args: argparse.Namespace):
     board = Board.load(args.board) if args.board else Board("generic")
     ref = board.resolve(args.chardev)
-    if ref.line_name and ref.offset is None:
-        chip, offset = chips.find_line(proc, ref.line_name, timeout=T)
-    elif ref.offset is not None and ref.chips:
-        chip = chips.find_chip(proc, ref.chips, hint=board.overlay_hint, timeout=T)
-        offset = ref.offset
-    else:
-        raise GpioError(f"{args.chardev}: --chardev wants CHIP:LINE (gpiochip0:17, or a chip label), "
-                        "or a pin name with --board")
-    if offset >= chip.lines:
-        raise GpioError(f"{args.chardev}: {chip.name} ({chip.label}) has lines 0-{chip.lines - 1}")
+    try:
+        chip, offset = chips.locate(proc, ref, hint=board.overlay_hint, timeout=T)
+    except ValueError as e:  # gpioled says it as a usage error: --chardev CHIP:LINE or a pin
+        raise GpioError(f"{e} (--chardev wants CHIP:LINE, e.g. gpiochip0:17 or a chip label, "
+                        "or a pin name with --board)") from e
     req = line_request(proc, offset, direction="out", initial=False, active_low=False, bias=None,
                        edge=None, debounce_ms=None, consumer="gpioled", timeout=T)
     chipfd = proc.open(chip.path, ["O_RDWR", "O_CLOEXEC"], timeout=T)

@@ -69,16 +69,7 @@ class ChardevLine(Line):
                 debounce_ms: float | None, consumer: str, overlay_hint: str,
                 timeout: float | None) -> tuple[int, chips.ChipInfo, int]:
         """Request the line in ``parent``: its descriptor there, the chip, the offset."""
-        if ref.line_name and ref.offset is None:
-            chip, offset = chips.find_line(parent, ref.line_name, timeout=timeout)
-        elif ref.offset is not None and ref.chips:
-            chip = chips.find_chip(parent, ref.chips, hint=overlay_hint, timeout=timeout)
-            offset = ref.offset
-        else:
-            raise ValueError(f"{ref.spec}: the chardev backend needs a chip and line "
-                             "(gpiochipN:LINE or a board pin), not a sysfs number")
-        if offset >= chip.lines:
-            raise ValueError(f"{ref.spec}: {chip.name} ({chip.label}) has lines 0-{chip.lines - 1}")
+        chip, offset = chips.locate(parent, ref, hint=overlay_hint, timeout=timeout)
         req = line_request(parent, offset, direction=direction, initial=initial, active_low=active_low,
                            bias=bias, edge=edge, debounce_ms=debounce_ms, consumer=consumer,
                            timeout=timeout)

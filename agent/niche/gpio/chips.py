@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .. import uapi
 from ..port import Process
+from .boards import LineRef
 from .errors import ChipNotFound
 
 CDEV_HINT = ("the kernel needs CONFIG_GPIO_CDEV=y and a driver for the GPIO controller "
@@ -92,6 +93,22 @@ def find_line(proc: Process, name: str, *, timeout: float | None = None) -> tupl
         raise ChipNotFound(f"no GPIO character devices (/dev/gpiochip*): {CDEV_HINT}")
     raise ChipNotFound(f"no GPIO line named {name} on {', '.join(c.name for c in chips)}: "
                        "is this the right board, and is the GPIO controller's driver loaded?")
+
+
+def locate(proc: Process, ref: LineRef, *, hint: str = "",
+           timeout: float | None = None) -> tuple[ChipInfo, int]:
+    """The chip and offset of a pin for the character device: by line name,
+    or by the board's chip names/labels and offset."""
+    if ref.line_name and ref.offset is None:
+        chip, offset = find_line(proc, ref.line_name, timeout=timeout)
+    elif ref.offset is not None and ref.chips:
+        chip, offset = find_chip(proc, ref.chips, hint=hint, timeout=timeout), ref.offset
+    else:
+        raise ValueError(f"{ref.spec}: the chardev backend needs a chip and line "
+                         "(gpiochipN:LINE or a board pin), not a sysfs number")
+    if offset >= chip.lines:
+        raise ValueError(f"{ref.spec}: {chip.name} ({chip.label}) has lines 0-{chip.lines - 1}")
+    return chip, offset
 
 
 def is_busy(e: OSError) -> bool:
