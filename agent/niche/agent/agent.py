@@ -24,6 +24,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from .. import gpio
 from ..port import Port, PortClosed, PortError
@@ -36,6 +38,9 @@ from .ha import discovery
 log = logging.getLogger("niche.agent")
 
 PORT_RETRY_S = (0.1, 0.5, 1, 2, 5)  # back-off while the port cannot be restarted
+# a persistent session: the broker keeps the subscriptions and queues the QoS 1
+# commands sent while the agent is away (MQTT 5 needs an expiry; 3.1.1 keeps it)
+SESSION_EXPIRY_S = 3600
 
 
 def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
@@ -74,7 +79,9 @@ class Agent:
     def _make_client(self) -> mqtt.Client:
         m = self.cfg.mqtt
         proto = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=proto)
+        # manual_ack: a command is PUBACKed only once it is on the queue (_on_message)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=proto,
+                        clean_session=None if m.protocol == "5" else False, manual_ack=True)
         if m.username is not None:
             c.username_pw_set(m.username, m.password)
         if m.tls_ca or m.tls_cert:
@@ -118,6 +125,7 @@ class Agent:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.q.put(("cmd", msg.topic, bytes(msg.payload)))
+        client.ack(msg.mid, msg.qos)  # acknowledged = accepted: the worker applies or reports it
 
     def _publish_state(self, name: str) -> None:
         self.mqtt.publish(f"{self.prefix}/gpio/{name}", "ON" if self.state[name] else "OFF",
@@ -374,7 +382,13 @@ class Agent:
     def run(self) -> int:
         self.start_port()
         m = self.cfg.mqtt
-        self.mqtt.connect_async(m.host, m.port, keepalive=m.keepalive)
+        if m.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            self.mqtt.connect_async(m.host, m.port, keepalive=m.keepalive, clean_start=False,
+                                    properties=props)
+        else:  # clean_session=False is set on the client
+            self.mqtt.connect_async(m.host, m.port, keepalive=m.keepalive)
         self.mqtt.loop_start()
         threads = [threading.Thread(target=self.inputs, name="inputs", daemon=True)]
         for t in threads:
