@@ -11,18 +11,25 @@ same way, in this order:
 3. optionally chrooted into a directory (the sysfs backend: the line's own
    ``gpioN`` directory);
 4. given resource limits (no forks, few files);
-5. dropped to a random high UID and GID with no supplementary groups;
+5. its capability bounding set emptied (``PR_CAPBSET_DROP`` of every
+   capability, while it still has CAP_SETPCAP, i.e. before the UID
+   change): setuid clears the effective/permitted sets, but only an empty
+   bounding set guarantees that no file capability or set-user-ID-root
+   program can hand one back;
+6. dropped to a random high UID and GID with no supplementary groups;
    from root to a non-zero UID the kernel clears every capability;
-6. ``no_new_privs`` set, so nothing it could exec regains privilege;
-7. checked: the IDs, the empty capability sets and ``NoNewPrivs`` are read
+7. ``no_new_privs`` set, so nothing it could exec regains privilege;
+8. checked: the IDs, the empty capability sets (bounding set included) and
+   ``NoNewPrivs`` are read
    back from ``/proc/self/status`` *by the sandboxed process itself*, and a
    mismatch is an error, not a warning.
 """
 
 from __future__ import annotations
 
+import errno
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .port import Process
@@ -103,9 +110,32 @@ def keep_only(proc: Process, keep: Iterable[int], *, timeout: float | None = Non
             pass  # the loop's own descriptors, or readdir's, already closed
 
 
+def set_limits(proc: Process, limits: Mapping[str, int | tuple[int, int]], *,
+               timeout: float | None = None) -> None:
+    """setrlimit each resource; a single number is both the soft and the hard limit."""
+    for resource, lim in limits.items():
+        proc.setrlimit(resource, (lim, lim) if isinstance(lim, int) else lim, timeout=timeout)
+
+
+def drop_bounding_set(proc: Process, *, timeout: float | None = None) -> None:
+    """Empty the capability bounding set: capabilities 0, 1, ... until the
+    kernel says EINVAL (past its last one), so no /proc read is needed (the
+    process may already be chrooted)."""
+    for cap in range(64):
+        try:
+            proc.prctl("PR_CAPBSET_DROP", cap, 0, 0, 0, timeout=timeout)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                return
+            raise
+
+
 def drop_privileges(proc: Process, identity: Identity, *, timeout: float | None = None) -> None:
+    """Steps 5-7 in order: the bounding set needs CAP_SETPCAP, setresgid
+    needs CAP_SETGID, both gone once setresuid has run."""
     proc.setgroups([], timeout=timeout)
     proc.setresgid(identity.gid, identity.gid, identity.gid, timeout=timeout)
+    drop_bounding_set(proc, timeout=timeout)
     proc.setresuid(identity.uid, identity.uid, identity.uid, timeout=timeout)
     proc.prctl("PR_SET_NO_NEW_PRIVS", 1, 0, 0, 0, timeout=timeout)
 
@@ -125,7 +155,7 @@ def verify(proc: Process, identity: Identity, status_fd: int | None = None, *,
         problems.append(f"Gid is {st.get('Gid')!r}")
     if st.get("Groups", "") and not groups:
         problems.append(f"supplementary groups {st['Groups']!r}")
-    for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         if int(st.get(cap, "0"), 16):
             problems.append(f"{cap} is {st[cap]}")
     if st.get("NoNewPrivs") != "1":
@@ -169,8 +199,7 @@ def sandbox(
             child.chdir(chroot, timeout=timeout)
             child.chroot(".", timeout=timeout)
             child.chdir("/", timeout=timeout)
-        for resource, lim in (DEFAULT_LIMITS if limits is None else limits).items():
-            child.setrlimit(resource, lim, timeout=timeout)
+        set_limits(child, DEFAULT_LIMITS if limits is None else limits, timeout=timeout)
         if uid == 0:
             drop_privileges(child, identity, timeout=timeout)
         else:
@@ -187,6 +216,6 @@ def sandbox(
 
 
 __all__ = [
-    "DEFAULT_LIMITS", "Identity", "NAMESPACES", "Sandbox", "SandboxError", "drop_privileges",
-    "keep_only", "proc_status", "read_file", "sandbox", "verify",
+    "DEFAULT_LIMITS", "Identity", "NAMESPACES", "Sandbox", "SandboxError", "drop_bounding_set", "drop_privileges",
+    "keep_only", "proc_status", "read_file", "sandbox", "set_limits", "verify",
 ]

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .port import PortError, Process
+from .sandbox import Identity, drop_privileges
 
 Stream = BinaryIO | int  # a binary file object with a descriptor, or a descriptor
 CHUNK = 65536  # largest read from stdin
@@ -200,4 +201,23 @@ def attach(
     return status[0] if status else 255
 
 
-__all__ = ["attach"]
+def exec_shell(sb: Process, shell: list[str], hostname: str, identity: Identity, *,
+               timeout: float | None = None) -> None:
+    """The last steps of an interactive sandbox: its own session (Ctrl-C,
+    forwarded by attach, reaches its process group), privileges dropped,
+    a minimal environment, then the shell."""
+    sb.setsid(timeout=timeout)
+    # No supplementary groups, then GID, then UID, then no_new_privs:
+    # setuid binaries (su, sudo, mount, ...) must not give the privileges back.
+    drop_privileges(sb, identity, timeout=timeout)
+    env = [
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "HOME=/tmp",
+        f"HOSTNAME={hostname}",
+        f"PS1={hostname}$ ",
+        f"TERM={os.environ.get('TERM', 'dumb')}",
+    ]
+    sb.execve(shell[0], shell, env, timeout=timeout)
+
+
+__all__ = ["attach", "exec_shell"]

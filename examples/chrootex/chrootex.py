@@ -104,18 +104,6 @@ def build_tree(sb: niche.Process, root: str, binds: Sequence[str], tmp_size: str
              timeout=T)
 
 
-def set_limits(sb: niche.Process, args: argparse.Namespace) -> None:
-    limits = {
-        "RLIMIT_NPROC": args.nproc,  # processes of the sandbox's (unique) UID
-        "RLIMIT_NOFILE": args.nofile,  # open descriptors per process
-        "RLIMIT_FSIZE": args.fsize,  # largest file a process may write
-        "RLIMIT_CPU": args.cpu,  # CPU seconds per process (SIGXCPU, then SIGKILL)
-        "RLIMIT_CORE": 0,  # no core dumps
-    }
-    for resource, value in limits.items():
-        sb.setrlimit(resource, (value, value), timeout=T)
-
-
 def start_sandbox(port: niche.Port, args: argparse.Namespace, root: str, ident: int) -> niche.Process:
     sb = port.root.clone(CLONE_FLAGS, timeout=T)
     # If this script dies, the port sends the exec'd shell SIGKILL, which an
@@ -126,19 +114,14 @@ def start_sandbox(port: niche.Port, args: argparse.Namespace, root: str, ident: 
     sb.chroot(root, timeout=T)
     sb.chdir("/", timeout=T)
     sb.sethostname(args.hostname, timeout=T)
-    set_limits(sb, args)
-    sb.setsid(timeout=T)  # own process group: Ctrl-C is forwarded to it
-    # No supplementary groups, then GID, then UID, then no_new_privs:
-    # setuid binaries on the bound /usr must not give the privileges back.
-    sandbox.drop_privileges(sb, sandbox.Identity(ident, ident), timeout=T)
-    env = [
-        "PATH=/usr/local/bin:/usr/bin:/bin",
-        "HOME=/tmp",
-        f"HOSTNAME={args.hostname}",
-        f"PS1={args.hostname}$ ",
-        f"TERM={os.environ.get('TERM', 'dumb')}",
-    ]
-    sb.execve(args.shell[0], args.shell, env, timeout=T)
+    sandbox.set_limits(sb, {
+        "RLIMIT_NPROC": args.nproc,  # processes of the sandbox's (unique) UID
+        "RLIMIT_NOFILE": args.nofile,  # open descriptors per process
+        "RLIMIT_FSIZE": args.fsize,  # largest file a process may write
+        "RLIMIT_CPU": args.cpu,  # CPU seconds per process (SIGXCPU, then SIGKILL)
+        "RLIMIT_CORE": 0,  # no core dumps
+    }, timeout=T)
+    terminal.exec_shell(sb, args.shell, args.hostname, sandbox.Identity(ident, ident), timeout=T)
     return sb
 
 
