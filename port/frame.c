@@ -337,6 +337,9 @@ static void execute(struct niche_state *s, uint32_t id, unsigned callno, pid_t t
             up_reply_msg(s, id, ST_BADPID, "no such child");
             return;
         }
+    } else if (call->flags & NICHE_F_PARENT) { /* stdin, eof: a depth 0 frame has no child */
+        up_reply_msg(s, id, ST_BADPID, "no such child");
+        return;
     }
     /* stdin and eof carry data to an exec'd child: never filtered (as alcove) */
     if (!(call->flags & NICHE_F_PARENT) && (s->filter[callno / 8] & (1 << (callno % 8)))) {
