@@ -365,13 +365,41 @@ static void execute(struct niche_state *s, uint32_t id, unsigned callno, pid_t t
     nbuf_free(&c.res);
 }
 
-static void hello(struct niche_state *s)
+/* HELLO up; a session HELLO also echoes its nonce and lists the children
+ * (docs/protocol.md, "Sessions"). */
+void hello_reply(struct niche_state *s, int session, uint32_t nonce)
 {
     struct nbuf b = {0};
     nbuf_u16(&b, NICHE_PROTO);
     nbuf_put(&b, NICHE_VERSION, strlen(NICHE_VERSION));
+    if (session) {
+        nbuf_u8(&b, 0);
+        nbuf_u32(&b, nonce);
+        t_list(&b, s->nchild);
+        for (size_t i = 0; i < s->nchild; i++)
+            t_int(&b, s->child[i]->pid);
+    }
     up_frame(s, F_UP_HELLO, NULL, 0, b.p, b.len);
     nbuf_free(&b);
+}
+
+/* HELLO down: u16 version [, u32 nonce, u8 mode]. A fresh session (mode 0)
+ * on a port that has served calls ends the tree as end of file would, then
+ * the port re-execs itself and the new process answers (main.c). */
+static void hello(struct niche_state *s, const unsigned char *body, size_t blen)
+{
+    if (blen < 7) {
+        hello_reply(s, 0, 0);
+        return;
+    }
+    uint32_t nonce = get_u32(body + 2);
+    if (body[6] == 0 && s->used) {
+        s->reexec = 1;
+        s->nonce = nonce;
+        begin_shutdown(s, 0);
+        return;
+    }
+    hello_reply(s, 1, nonce);
 }
 
 void handle_down(struct niche_state *s, const unsigned char *f, size_t len)
@@ -381,7 +409,7 @@ void handle_down(struct niche_state *s, const unsigned char *f, size_t len)
     size_t blen = len - NICHE_HDR - 4 * depth;
     if (type == F_HELLO) {
         if (s->depth == 0 && depth == 0)
-            hello(s);
+            hello(s, body, blen);
         else
             up_protoerr(s, "HELLO is only for the port process");
         return;
@@ -395,6 +423,7 @@ void handle_down(struct niche_state *s, const unsigned char *f, size_t len)
     }
     uint32_t id = get_u32(body);
     unsigned callno = body[4] << 8 | body[5];
+    s->used = 1; /* a fresh session HELLO must now restart the port */
     const struct niche_call *call = callno < NICHE_NCALLS ? &niche_calls[callno] : NULL;
     int flags = call && call->name ? call->flags : 0;
     if (depth == 0 || (depth == 1 && (flags & NICHE_F_PARENT))) {

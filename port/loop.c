@@ -666,8 +666,11 @@ void niche_loop(struct niche_state *s)
     struct epoll_event ev[64];
     int killed = 0;
     for (;;) {
-        if (s->shutting_down && s->nchild == 0)
+        if (s->shutting_down && s->nchild == 0) {
+            if (s->reexec)
+                port_reexec(s); /* a new session: a fresh port (frame.c hello) */
             _exit(s->exit_code);
+        }
         int timeout = -1;
         if (s->shutting_down) {
             long long left = s->deadline_ms - now_ms();

@@ -2,6 +2,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -17,7 +20,24 @@ int niche_maxchild(void)
     return n < 0 ? 0 : n > 0x7fffffff ? 0x7fffffff : (int)n;
 }
 
-int main(void)
+/* A new session on a line the port outlives (a serial line never reaches
+ * end of file): the old tree is gone, start again as a fresh port. What
+ * exec keeps (credentials, namespaces, cwd, rlimits of this process) stays. */
+void port_reexec(struct niche_state *s)
+{
+    char nonce[16];
+    snprintf(nonce, sizeof(nonce), "%u", (unsigned)s->nonce);
+    char *argv[] = {"niche-port", "--session", nonce, NULL};
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3, ~0U, 0) < 0)
+#endif
+        for (int fd = 3; fd < 65536; fd++)
+            close(fd);
+    execve("/proc/self/exe", argv, environ);
+    _exit(111);
+}
+
+int main(int argc, char **argv)
 {
     /* Descriptors 0-2 must exist, or a pipe would land on them. */
     for (int fd = 0; fd < 3; fd++)
@@ -39,5 +59,7 @@ int main(void)
     sigemptyset(&s.sigmask);
     sigaddset(&s.sigmask, SIGCHLD);
     niche_init(&s, 0, 1, 0);
+    if (argc == 3 && strcmp(argv[1], "--session") == 0)
+        hello_reply(&s, 1, (uint32_t)strtoul(argv[2], NULL, 10));
     niche_loop(&s);
 }

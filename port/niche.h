@@ -127,6 +127,8 @@ struct niche_state {
     unsigned char filter[NICHE_FILTER_BYTES];     /* denied here */
     unsigned char filter_sub[NICHE_FILTER_BYTES]; /* denied in later children */
     long long deadline_ms;
+    int used, reexec; /* served a call; re-exec at the end of the shutdown */
+    uint32_t nonce;   /* of the session HELLO the re-exec'd port answers */
 };
 
 struct niche_ctx {
@@ -179,6 +181,7 @@ void up_event(struct niche_state *s, int type, pid_t pid, const struct nbuf *ter
 void up_forward(struct niche_state *s, pid_t pid, const unsigned char *frame, size_t len);
 int frame_header_ok(const unsigned char *p, size_t avail, int down, uint32_t *len);
 void handle_down(struct niche_state *s, const unsigned char *f, size_t len);
+void hello_reply(struct niche_state *s, int session, uint32_t nonce);
 int decode_args(struct niche_ctx *c, const unsigned char *p, size_t len, char **arena);
 void free_args(struct niche_ctx *c);
 
@@ -205,3 +208,6 @@ void exec_prepare(struct niche_state *s);
 void exec_restore(struct niche_state *s);
 int spawn(struct niche_state *s, unsigned long flags, pid_t *pidp);
 int niche_maxchild(void);
+
+/* main.c */
+void port_reexec(struct niche_state *s) __attribute__((noreturn));

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 START_TIMEOUT = 10.0
+SESSION_END = 11.0  # the port's two grace periods (port/niche.h NICHE_GRACE_MS)
 STDIN_WINDOW = 4  # pieces of STDIN_CHUNK in flight per stdin() call
 PIPE_SIZE = 1 << 20  # the port's stdin/stdout pipes
 
@@ -109,6 +110,12 @@ class Port(PortCalls, HighLevel):
     ``Port(serial="/dev/ttyUSB0", baudrate=115200)`` talks to a port whose
     stdio is a serial line (any pyserial URL). ``options`` are port options
     set on the port process at start (``maxchild=8``, ``maxforkdepth=4``).
+
+    A port on a serial line outlives the connection. By default a new
+    ``Port(serial=...)`` starts a fresh session: the port ends the tree of the
+    previous one as end of file would and restarts itself before it answers.
+    ``reattach=True`` keeps the tree: ``children`` lists the port's children
+    that are there (docs/protocol.md, "Sessions").
     """
 
     def __init__(
@@ -120,9 +127,14 @@ class Port(PortCalls, HighLevel):
         serial: str | None = None,
         baudrate: int = 115200,
         start_timeout: float = START_TIMEOUT,
+        reattach: bool = False,
         **options: int,
     ) -> None:
         self._ids = itertools.count(1)
+        self.children: tuple[int, ...] = ()  # the port's children at a reattach
+        # a session's nonce, and what the line delivered before its HELLO
+        self._nonce: int | None = None
+        self._prehello = bytearray()
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self._cv = threading.Condition(threading.Lock())
@@ -140,10 +152,17 @@ class Port(PortCalls, HighLevel):
         self.pid = 0
         if serial is not None:
             self._open_serial(serial, baudrate)
+            self._nonce = int.from_bytes(os.urandom(4), "big")
+            # ids unlike the previous session's, whose late replies may follow
+            self._ids = itertools.count(1 + (self._nonce & 0x3FFFFFFF))
+            if not reattach:
+                start_timeout += SESSION_END  # the port may first end the old tree
+        elif reattach:
+            raise ValueError("reattach=True is for a port on a serial line")
         else:
             self._spawn(progname, exec_prefix, env)
         try:
-            self._handshake(start_timeout)
+            self._handshake(start_timeout, reattach)
             self.pid = self.getpid([], timeout=start_timeout)
             for name, value in options.items():
                 if not self.setopt([], name, value, timeout=start_timeout):
@@ -195,8 +214,8 @@ class Port(PortCalls, HighLevel):
         os.set_blocking(self._wfd, False)
         self._serial.reset_input_buffer()
 
-    def _handshake(self, timeout: float) -> None:
-        self._send(_p.encode_hello())
+    def _handshake(self, timeout: float, reattach: bool = False) -> None:
+        self._send(_p.encode_hello(self._nonce, reattach))
         deadline = time.monotonic() + timeout
         if not self._wait_for(lambda: self._hello is not None, deadline):
             where = f"serial line {self._serial.name}" if self._serial else "niche-port"
@@ -208,6 +227,7 @@ class Port(PortCalls, HighLevel):
                 f"(niche-port {self._hello.port_version}); this niche speaks "
                 f"{_p.PROTO_VERSION}: install matching versions"
             )
+        self.children = self._hello.children
 
     def _send(self, data: bytes, blob: memoryview | None = None) -> None:
         """Write a whole frame (data, then blob if given, unjoined). Never
@@ -276,6 +296,20 @@ class Port(PortCalls, HighLevel):
         if not data:
             self._set_closed(why)
             return
+        if self._nonce is not None and self._hello is None:
+            # before our HELLO's answer: the previous session's frames and
+            # line garbage are skipped, whatever they look like
+            self._prehello += data
+            hello, off = _p.find_hello(self._prehello, self._nonce)
+            data = bytes(self._prehello[off:])
+            del self._prehello[:off]
+            if hello is None:
+                return
+            self._decoder.skipped += off
+            self._prehello.clear()
+            with self._cv:
+                self._hello = hello
+                self._cv.notify_all()
         try:
             msgs = self._decoder.feed(data)
         except _p.CodecError as e:

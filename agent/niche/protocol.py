@@ -269,8 +269,12 @@ def encode_call_blob(req_id: int, chain: tuple[int, ...], call: int, blob_len: i
             + _CALLHDR.pack(req_id, call) + b"b" + U32.pack(blob_len))
 
 
-def encode_hello() -> bytes:
-    return frame(HELLO, (), struct.pack(">H", PROTO_VERSION))
+def encode_hello(nonce: int | None = None, reattach: bool = False) -> bytes:
+    """HELLO; with a nonce, a session HELLO (docs/protocol.md, "Sessions")."""
+    body = struct.pack(">H", PROTO_VERSION)
+    if nonce is not None:
+        body += struct.pack(">IB", nonce, 1 if reattach else 0)
+    return frame(HELLO, (), body)
 
 
 # --- messages from the port ---------------------------------------------
@@ -280,6 +284,8 @@ def encode_hello() -> bytes:
 class Hello:
     version: int
     port_version: str
+    nonce: int | None = None  # echoed from a session HELLO
+    children: tuple[int, ...] = ()  # the port's children when it answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,5 +384,49 @@ class Decoder:
         if ftype == UP_HELLO:
             if end - b < 2:
                 raise CodecError("short hello")
-            return Hello(struct.unpack_from(">H", buf, b)[0], bytes(buf[b + 2 : end]).decode())
+            return _hello(bytes(buf[b:end]))
         return ProtocolError(chain, bytes(buf[b:end]).decode(errors="replace"))
+
+
+def _hello(body: bytes) -> Hello:
+    version = struct.unpack_from(">H", body)[0]
+    text, sep, rest = body[2:].partition(b"\0")
+    if not sep:
+        return Hello(version, text.decode(errors="replace"))
+    if len(rest) < 4:
+        raise CodecError("short session hello")
+    kids, off = decode_term(rest, 4)
+    if off != len(rest) or not isinstance(kids, list) or not all(isinstance(k, int) for k in kids):
+        raise CodecError("malformed session hello")
+    return Hello(version, text.decode(errors="replace"), U32.unpack_from(rest)[0], tuple(kids))
+
+
+_HELLO_HEAD = MAGIC + bytes([UP_HELLO, 0])
+MAX_HELLO = 1 << 20
+
+
+def find_hello(buf: bytes | bytearray, nonce: int) -> tuple[Hello | None, int]:
+    """Look for the port's answer to the session HELLO with this nonce in
+    what a line delivered, skipping the previous session's frames and any
+    garbage (even a fake header whose length never arrives). Returns the
+    hello and the offset after it, or None and the offset to keep from."""
+    keep = max(len(buf) - HDR, 0)
+    i = buf.find(_HELLO_HEAD)
+    while i >= 0:
+        if len(buf) - i < HDR:
+            return None, min(keep, i)
+        length = U32.unpack_from(buf, i + 4)[0]
+        end = i + HDR + length
+        if length <= MAX_HELLO:
+            if end > len(buf):
+                keep = min(keep, i)
+            else:
+                try:
+                    h = _hello(bytes(buf[i + HDR : end]))
+                except (CodecError, struct.error):
+                    h = None
+                # an answer with no nonce: a port older than sessions
+                if h is not None and h.nonce in (nonce, None):
+                    return h, end
+        i = buf.find(_HELLO_HEAD, i + 1)
+    return None, keep
