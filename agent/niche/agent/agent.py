@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 from .. import gpio
 from ..port import Port, PortClosed, PortError
 from . import commands as cmds
+from . import replies
 from .config import Config, LineConfig
 from .drivers import Driver
 from .drivers import handle_command as handle_driver_command
@@ -69,6 +70,8 @@ class Agent:
         self.stop = threading.Event()
         self.lock = threading.RLock()  # the port and the lines, while they are (re)made
         self.connected = threading.Event()
+        self.reply: replies.Reply | None = None  # the command being handled asks for one
+        self._pub_lock = threading.Lock()
         self.online_at: float | None = None
         self.started_at = time.monotonic()
         self.mqtt = self._make_client()
@@ -124,15 +127,21 @@ class Agent:
             log.warning("lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.q.put(("cmd", msg.topic, bytes(msg.payload)))
+        self.q.put(("cmd", msg.topic, bytes(msg.payload), replies.from_message(msg)))
         client.ack(msg.mid, msg.qos)  # acknowledged = accepted: the worker applies or reports it
 
     def _publish_state(self, name: str) -> None:
-        self.mqtt.publish(f"{self.prefix}/gpio/{name}", "ON" if self.state[name] else "OFF",
-                          qos=1, retain=True)
+        # read and publish under one lock: a republish from _on_connect (paho's
+        # thread) can never overtake a newer state from the worker
+        with self._pub_lock:
+            self.mqtt.publish(f"{self.prefix}/gpio/{name}", "ON" if self.state[name] else "OFF",
+                              qos=1, retain=True)
 
-    def report(self, topic: str, payload: bytes | str, error: str) -> None:
-        """A rejected command, or a fault the agent recovered from."""
+    def report(self, topic: str, payload: bytes | str, error: str,
+               code: int = replies.UNSPECIFIED) -> None:
+        """A rejected command (also answered on its response topic), or a fault the agent recovered from."""
+        if self.reply is not None and topic == self.reply.topic:
+            replies.reject(self.mqtt, self.reply, code, error)
         if isinstance(payload, bytes):
             payload = cmds.payload_text(payload)
         log.warning("%s: %s", topic, error)
@@ -241,23 +250,26 @@ class Agent:
             handle_driver_command(self, self.drivers, topic, payload)
             return
         if len(parts) != 3 or parts[0] != "gpio":
-            self.report(topic, payload, "not a command topic")
+            self.report(topic, payload, "not a command topic", replies.TOPIC_INVALID)
             return
         _, name, verb = parts
         lc = self.cfg.lines.get(name)
         if name in self.driver_lines:
-            self.report(topic, payload, f"{name} belongs to driver {self.driver_lines[name]}")
+            self.report(topic, payload, f"{name} belongs to driver {self.driver_lines[name]}",
+                        replies.NOT_AUTHORIZED)
             return
         if lc is None:
-            self.report(topic, payload, f"no line {name!r} (lines: {', '.join(self.lines)})")
+            self.report(topic, payload, f"no line {name!r} (lines: {', '.join(self.lines)})",
+                        replies.TOPIC_INVALID)
             return
         try:
             c = cmds.parse(verb, payload)
         except (cmds.CommandError, ValueError) as e:  # no payload may stop the agent
-            self.report(topic, payload, str(e))
+            self.report(topic, payload, str(e), replies.PAYLOAD_INVALID)
             return
         if lc.direction != "out":
-            self.report(topic, payload, f"{name} is an input: it cannot be set")
+            self.report(topic, payload, f"{name} is an input: it cannot be set",
+                        replies.IMPLEMENTATION_SPECIFIC)
             return
         try:
             self.apply(name, c)
@@ -321,7 +333,11 @@ class Agent:
             self._run_due()
             if item is not None and item[0] == "cmd":
                 with self.lock:
+                    self.reply = item[3]
                     self.handle(item[1], item[2])
+                    if self.reply is not None and not self.reply.done:  # it took effect
+                        replies.accept(self.mqtt, self.reply, replies.result(self, item[1]))
+                    self.reply = None
             elif item is not None and item[0] == "call":
                 with self.lock:
                     item[1]()

@@ -33,6 +33,19 @@ BACKOFF_S = (0.5, 1, 2, 4, 8, 16, 30)
 STABLE_S = 10.0  # running this long resets the back-off
 
 
+def _bytes(text: str) -> int | str:
+    """A memory size of the config as cgroup.memory_max takes it: "max", or
+    bytes with an optional K/M/G suffix (powers of 1024)."""
+    t = text.strip().upper()
+    if t == "MAX":
+        return "max"
+    mult = 1 << (10 * ("KMG".index(t[-1]) + 1)) if t and t[-1] in "KMG" else 1
+    try:
+        return int(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ValueError(f"memory_max is bytes (optionally K/M/G) or 'max', not {text!r}") from None
+
+
 class Driver:
     def __init__(self, agent: Agent, dc: DriverConfig) -> None:
         self.agent = agent
@@ -90,8 +103,8 @@ class Driver:
                 child.setenv(f"NICHE_GPIO_{name.upper().replace('-', '_')}", str(fd), 1, timeout=10)
             if dc.memory_max or dc.pids_max:
                 self.cgroup = Cgroup(port, f"niche-{self.agent.cfg.agent_id}-{dc.name}", exist_ok=True)
-                if dc.memory_max:
-                    self.cgroup.memory_max(dc.memory_max)
+                if dc.memory_max:  # the config keeps it as text ("67108864", "64M", "max")
+                    self.cgroup.memory_max(_bytes(dc.memory_max))
                 if dc.pids_max:
                     self.cgroup.pids_max(dc.pids_max)
                 self.cgroup.add(child.pid)
@@ -255,11 +268,12 @@ def handle_command(agent: Agent, drivers: dict[str, Driver], topic: str, payload
     """driver/<name>/stdin and driver/<name>/restart."""
     rest = topic[len(agent.prefix) + 1 :].split("/")
     if len(rest) != 3 or rest[0] != "driver" or rest[2] not in ("stdin", "restart"):
-        agent.report(topic, payload, "not a driver command topic")
+        agent.report(topic, payload, "not a driver command topic", 0x90)
         return
     d = drivers.get(rest[1])
     if d is None:
-        agent.report(topic, payload, f"no driver {rest[1]!r} (drivers: {', '.join(drivers) or 'none'})")
+        agent.report(topic, payload, f"no driver {rest[1]!r} (drivers: {', '.join(drivers) or 'none'})",
+                     0x90)
         return
     try:
         if rest[2] == "restart":
