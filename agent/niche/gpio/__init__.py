@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..port import Port, Process
 from .boards import Board, LineRef
 from .chardev import ChardevLine
-from .errors import ChipNotFound, GpioError, LineBusy, LineReleased, UnknownPin
+from .errors import ChipNotFound, GpioError, LineBusy, LineReleased, UnknownPin, WriteFailed
 from .led import LedLine
 from .line import Bias, Direction, Edge, EdgeKind, Line
 from .sysfs import SysfsLine
@@ -45,6 +45,7 @@ def request(
     leds_root: str | None = None,
     consumer: str = "niche",
     timeout: float | None = DEFAULT_TIMEOUT,
+    pipeline: int = 0,
 ) -> Line:
     """Request one line and hand it to a new sandboxed process.
 
@@ -52,6 +53,8 @@ def request(
     "gpiochipN:LINE", "sysfs:N" or "led:NAME". The backend defaults to
     the board's (chardev, or sysfs for the simulator; led for LED pins).
     ``port`` may be a Port or a Process of it (the line's parent).
+    ``pipeline=N`` lets set() send up to N writes without waiting for their
+    replies (see Line.pipeline).
     """
     parent = port.root if isinstance(port, Port) else port
     b = Board.load(board) if isinstance(board, str) else board
@@ -66,9 +69,22 @@ def request(
         raise ValueError(f"debounce_ms must be between 0 and 1000, not {debounce_ms!r}")
     if edge and direction != "in":
         raise ValueError("edge detection is for inputs (direction='in')")
+    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 0:
+        raise ValueError(f"pipeline is a number of writes in flight (0: none), not {pipeline!r}")
     backend = backend or default_backend(ref, b)
     if backend not in BACKENDS:
         raise ValueError(f"backend is one of {', '.join(BACKENDS)}, not {backend!r}")
+    line = _request(parent, ref, b, pin, direction=direction, initial=initial, active_low=active_low,
+                    bias=bias, edge=edge, debounce_ms=debounce_ms, backend=backend,
+                    sysfs_root=sysfs_root, leds_root=leds_root, consumer=consumer, timeout=timeout)
+    line.pipeline = pipeline
+    return line
+
+
+def _request(parent: Process, ref: LineRef, b: Board | None, pin: str, *, direction: Direction,
+             initial: bool, active_low: bool, bias: Bias | None, edge: EdgeKind | None,
+             debounce_ms: float | None, backend: str, sysfs_root: str | None,
+             leds_root: str | None, consumer: str, timeout: float | None) -> Line:
     if backend == "chardev":
         return ChardevLine.request(parent, ref, direction=direction, initial=initial,
                                    active_low=active_low, bias=bias, edge=edge,
@@ -95,5 +111,5 @@ def default_backend(ref: LineRef, board: Board | None) -> str:
 __all__ = [
     "BACKENDS", "Bias", "Board", "ChardevLine", "ChipNotFound", "Direction", "Edge", "EdgeKind",
     "GpioError", "LedLine", "Line", "LineBusy", "LineRef", "LineReleased", "SysfsLine",
-    "UnknownPin", "default_backend", "request",
+    "UnknownPin", "WriteFailed", "default_backend", "request",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import protocol as _p
 from .. import uapi
 from ..port import Process
 from ..sandbox import sandbox
@@ -20,6 +21,7 @@ from .errors import LineBusy
 from .line import Bias, Direction, Edge, EdgeKind, Line
 
 EVENT_SIZE = uapi.sizeof("struct gpio_v2_line_event")
+_VALUES = {v: uapi.pack("struct gpio_v2_line_values", bits=int(v), mask=1) for v in (False, True)}
 EVENT_BUFFER = 256  # kernel default is 16 per line: a burst of edges would overflow it
 _BIAS = {"pull-up": "GPIO_V2_LINE_FLAG_BIAS_PULL_UP", "pull-down": "GPIO_V2_LINE_FLAG_BIAS_PULL_DOWN",
          "disable": "GPIO_V2_LINE_FLAG_BIAS_DISABLED", "as-is": None, None: None}
@@ -110,10 +112,10 @@ class ChardevLine(Line):
             line._last = initial
         return line
 
-    def _write(self, value: bool) -> None:
-        self.process.ioctl(self.fd, "GPIO_V2_LINE_SET_VALUES_IOCTL",
-                           uapi.pack("struct gpio_v2_line_values", bits=int(value), mask=1),
-                           timeout=self.timeout)
+    def _write_call(self, value: bool) -> tuple[str, tuple[bytes, ...]]:
+        return "ioctl", (_p.arg_int(self.fd, "fd"),
+                         _p.arg_const("GPIO_V2_LINE_SET_VALUES_IOCTL", "request", "ioctl"),
+                         _p.arg_cstruct(_VALUES[value], "argp"))
 
     def _read(self) -> bool:
         _, out = self.process.ioctl(self.fd, "GPIO_V2_LINE_GET_VALUES_IOCTL",

@@ -28,3 +28,14 @@ class ChipNotFound(GpioError):
 
 class LineReleased(GpioError):
     """The line was released, or the process holding it is gone."""
+
+
+class WriteFailed(GpioError):
+    """A pipelined write failed. Raised by the next call on the line (which
+    then does nothing itself); ``seq`` is the write's number on the line
+    (1 = its first set()), ``value`` the level it asked for."""
+
+    def __init__(self, message: str, value: bool, seq: int) -> None:
+        super().__init__(message)
+        self.value = value
+        self.seq = seq

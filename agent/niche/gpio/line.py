@@ -3,18 +3,31 @@
 ``Line`` is what every backend gives: ``value`` (logical, honouring
 active-low), ``on()``, ``off()``, ``toggle()``, ``edges()``, ``release()``.
 The process holding the line is ``line.process`` (a ``niche.Process``).
+
+Pipelined writes (``line.pipeline = N``, or ``gpio.request(pipeline=N)``):
+set()/on()/off()/toggle() send the write and return without its reply, up
+to N writes in flight (the N+1th waits for the oldest: back-pressure). The
+port runs them in order. A write that failed is raised by the next call on
+the line as ``WriteFailed`` (naming the write; that call does nothing
+itself), or by ``sync()``, which waits for every write in flight; ``get()``
+and ``release()`` sync first. Over a serial line this turns one round trip
+per toggle into a stream of frames.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .. import results as _r
+from .._calls import CALLS
 from ..port import BadPid, PortClosed, Process, ProcessExited
 from ..sandbox import Sandbox
-from .errors import LineReleased
+from .errors import LineReleased, WriteFailed
 
 Direction = Literal["in", "out"]
 EdgeKind = Literal["rising", "falling", "both"]
@@ -39,6 +52,7 @@ class Line:
     """Base of the backends; see the module docstring."""
 
     backend = "?"
+    pipeline = 0  # writes in flight at most; 0: set() waits for each reply
 
     def __init__(self, name: str, direction: Direction, sandbox: Sandbox, fd: int,
                  active_low: bool, timeout: float | None) -> None:
@@ -51,6 +65,9 @@ class Line:
         self._released = False
         self._dead = False  # the holder is gone (the line is not released yet)
         self._last: bool | None = None
+        self._seq = 0  # writes sent so far (a WriteFailed names its number)
+        # pipelined writes in flight, oldest first: (rid, waiter, call, value, seq, deadline)
+        self._inflight: deque[tuple[int, Any, int, bool, int, float | None]] = deque()
 
     @property
     def process(self) -> Process:
@@ -59,10 +76,16 @@ class Line:
     # --- the backend's part ---------------------------------------------
 
     def _write(self, value: bool) -> None:
+        """A synchronous write, for backends without _write_call."""
         raise NotImplementedError
 
     def _read(self) -> bool:
         raise NotImplementedError
+
+    def _write_call(self, value: bool) -> tuple[str, tuple[bytes, ...]] | None:
+        """The port call that writes value, as (call name, encoded arguments),
+        for pipelined writes; None: this backend writes synchronously only."""
+        return None
 
     def _parse_edges(self, data: bytes) -> list[Edge]:
         raise NotImplementedError
@@ -84,14 +107,63 @@ class Line:
             raise LineReleased(f"the process holding {self.name} is gone: {e}") from e
 
     def get(self) -> bool:
-        """The line's logical value (active-low inverted)."""
-        return self._guard(self._read)
+        """The line's logical value (active-low inverted), after every write in flight."""
+        return self._guard(lambda: (self._reap(0), self._read())[1])
 
     def set(self, value: bool) -> None:
         if self.direction != "out":
             raise ValueError(f"{self.name} is an input: it cannot be set")
-        self._guard(lambda: self._write(bool(value)))
-        self._last = bool(value)
+        v = bool(value)
+        self._guard(lambda: self._submit(v))
+        self._last = v
+
+    def sync(self) -> None:
+        """Wait for every pipelined write in flight; raise the first that failed
+        (``WriteFailed``; the writes after it stay queued for the next call)."""
+        self._guard(lambda: self._reap(0))
+
+    @property
+    def in_flight(self) -> int:
+        """Pipelined writes sent whose reply has not been checked yet."""
+        return len(self._inflight)
+
+    def _submit(self, value: bool) -> None:
+        """Send the write; without pipelining, wait for its reply too."""
+        depth = self.pipeline
+        self._reap(depth - 1 if depth else 0)
+        spec = self._write_call(value)
+        if spec is None:
+            self._write(value)
+            return
+        port = self.process.port
+        call = CALLS[spec[0]]
+        rid, w = port._start(self.process.chain, call, spec[1])
+        self._seq += 1
+        t = self.timeout
+        self._inflight.append((rid, w, call, value, self._seq,
+                               None if t is None else time.monotonic() + t))
+        if not depth:
+            self._reap(0)
+
+    def _reap(self, keep: int) -> None:
+        """Check the replies of the writes in flight: the oldest until at most
+        keep are left, then any that already arrived."""
+        q = self._inflight
+        port = self.process.port
+        while q and (len(q) > keep or q[0][1].done):
+            rid, w, call, value, seq, deadline = q.popleft()
+            try:
+                port._finish(rid, w, call, _r.int, deadline)
+            except (BadPid, ProcessExited, PortClosed, TimeoutError) as e:
+                e.add_note(f"niche.gpio: pipelined write #{seq} (set({value})) of {self.name}")
+                raise
+            except OSError:
+                self._last = None  # the level is what the last write that worked set
+                if not self.pipeline and seq == self._seq:
+                    raise  # a synchronous set(): its own error, as it always was
+                e = sys.exc_info()[1]
+                raise WriteFailed(f"{self.name}: pipelined write #{seq} (set({value})) failed: {e}",
+                                  value, seq) from e
 
     value = property(get, set)
 
@@ -129,6 +201,14 @@ class Line:
         backend cleans up (sysfs: unexport). Safe to call twice."""
         if self._released:
             return
+        failed: WriteFailed | None = None
+        while self._inflight and not self._dead:  # they land before the holder exits
+            try:
+                self._reap(0)
+            except WriteFailed as e:
+                failed = failed or e
+            except (BadPid, ProcessExited, PortClosed, TimeoutError):
+                self._inflight.clear()
         self._released = True
         if not self._dead:
             try:
@@ -140,6 +220,8 @@ class Line:
             self._cleanup()
         except (OSError, PortClosed):
             pass
+        if failed is not None:
+            raise failed
 
     def _wait_exit(self) -> None:
         """Until the holder is gone: the kernel frees the line when it exits,

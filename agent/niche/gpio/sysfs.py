@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import time
 
+from .. import protocol as _p
 from ..port import Process
 from ..sandbox import sandbox
 from .boards import Board, LineRef
@@ -115,8 +116,8 @@ class SysfsLine(Line):
             line._last = initial
         return line
 
-    def _write(self, value: bool) -> None:
-        self.process.write(self.fd, b"1" if value else b"0", timeout=self.timeout)
+    def _write_call(self, value: bool) -> tuple[str, tuple[bytes, ...]]:
+        return "write", (_p.arg_int(self.fd, "fd"), _p.arg_bytes(b"1" if value else b"0", "buf"))
 
     def _read(self) -> bool:
         self.process.lseek(self.fd, 0, "SEEK_SET", timeout=self.timeout)
