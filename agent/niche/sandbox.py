@@ -216,6 +216,7 @@ def sandbox(
 
 
 __all__ = [
-    "DEFAULT_LIMITS", "Identity", "NAMESPACES", "Sandbox", "SandboxError", "drop_bounding_set", "drop_privileges",
+    "DEFAULT_LIMITS", "Identity", "NAMESPACES", "Sandbox", "SandboxError", "drop_bounding_set",
+    "drop_privileges",
     "keep_only", "proc_status", "read_file", "sandbox", "set_limits", "verify",
 ]
