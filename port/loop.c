@@ -16,7 +16,7 @@
 
 #include "niche.h"
 
-enum { K_IN = 1, K_SIG, K_CTL, K_OUT, K_ERR, K_STDIN, K_WATCH, K_WATCH_ATTR };
+enum { K_IN = 1, K_SIG, K_CTL, K_OUT, K_ERR, K_STDIN, K_WATCH, K_WATCH_ATTR, K_SIGSYS = NICHE_K_SIGSYS };
 
 static uint64_t tag(pid_t pid, int kind) { return (uint64_t)(uint32_t)pid << 8 | kind; }
 
@@ -377,10 +377,11 @@ static void reap(struct niche_state *s)
     }
 }
 
-static void on_signal(struct niche_state *s)
+/* From the signalfd, or from the SIGSYS handler's pipe (call/signal.c). */
+static void on_signal(struct niche_state *s, int fd)
 {
     struct signalfd_siginfo si[8];
-    ssize_t n = read(s->sfd, si, sizeof(si));
+    ssize_t n = read(fd, si, sizeof(si));
     for (ssize_t i = 0; i < n / (ssize_t)sizeof(si[0]); i++) {
         if (si[i].ssi_signo == SIGCHLD) {
             reap(s);
@@ -522,6 +523,7 @@ static void loop_setup(struct niche_state *s)
         _exit(111);
     ep_ctl(s, EPOLL_CTL_ADD, s->in_fd, EPOLLIN, tag(0, K_IN));
     ep_ctl(s, EPOLL_CTL_ADD, s->sfd, EPOLLIN, tag(0, K_SIG));
+    sigsys_setup(s); /* a forked child: its own SIGSYS pipe */
 }
 
 void niche_init(struct niche_state *s, int in_fd, int out_fd, int depth)
@@ -693,8 +695,8 @@ void niche_loop(struct niche_state *s)
                 on_input(s);
                 continue;
             }
-            if (kind == K_SIG) {
-                on_signal(s);
+            if (kind == K_SIG || kind == K_SIGSYS) {
+                on_signal(s, kind == K_SIG ? s->sfd : s->sys_rfd);
                 continue;
             }
             if (kind == K_WATCH || kind == K_WATCH_ATTR) {

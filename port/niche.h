@@ -129,6 +129,7 @@ struct niche_state {
     long long deadline_ms;
     int used, reexec; /* served a call; re-exec at the end of the shutdown */
     uint32_t nonce;   /* of the session HELLO the re-exec'd port answers */
+    int sys_rfd;      /* SIGSYS records from the handler; 0: none (call/signal.c) */
 };
 
 struct niche_ctx {
@@ -208,6 +209,10 @@ void exec_prepare(struct niche_state *s);
 void exec_restore(struct niche_state *s);
 int spawn(struct niche_state *s, unsigned long flags, pid_t *pidp);
 int niche_maxchild(void);
+
+/* call/signal.c */
+#define NICHE_K_SIGSYS 9 /* the epoll tag of s->sys_rfd (loop.c) */
+int sigsys_setup(struct niche_state *s);
 
 /* main.c */
 void port_reexec(struct niche_state *s) __attribute__((noreturn));
