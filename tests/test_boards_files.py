@@ -96,6 +96,8 @@ def test_agent_unit(board):
     assert svc["ProtectHome"] == "yes" and svc["PrivateTmp"] == "yes"
     assert "ReadWritePaths" in svc
     assert svc["KillMode"] == "mixed"  # SIGTERM to the agent alone: it resets outputs through the port
+    # driver cgroups (memory_max, pids_max) live in the unit's delegated subtree
+    assert svc["Delegate"] == "yes" or {"memory", "pids"} <= set(svc["Delegate"].split())
     assert cp["Install"]["WantedBy"] == "multi-user.target"
 
 

@@ -41,11 +41,13 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "CONTROLLERS", "Cgroup", "CgroupError", "Hierarchy", "hierarchies", "parse_hierarchies", "read_file",
-    "write_file",
+    "CONTROLLERS", "LEAF", "Cgroup", "CgroupError", "Hierarchy", "hierarchies", "into_leaf",
+    "parse_hierarchies", "read_file", "write_file",
 ]
 
 CONTROLLERS = ("memory", "pids", "cpu")
+# The leaf cgroup v2 the agent's processes move into (see into_leaf).
+LEAF = "niche-agent"
 _READ = 65536
 
 
@@ -188,6 +190,36 @@ _V1_OPTIONS = {"noprefix", "clone_children", "xattr", "cpuset_v2_mode", "favordy
                "memory_localevents", "memory_hugetlb_accounting", "pids_localevents"}
 
 
+def into_leaf(port: Any, chain: Sequence[int] = (), *, timeout: float | None = None) -> str | None:
+    """Move every process of the port's cgroup v2 into its child ``LEAF``.
+
+    cgroup v2 enables controllers only in cgroups without processes ("no
+    internal processes"). A systemd unit with ``Delegate=yes`` starts the
+    agent, sudo and the port in the unit's own cgroup, so a driver cgroup
+    below it could get no memory/pids controller. Once everything is in the
+    leaf, the unit's cgroup has no processes and new cgroups (Cgroup with no
+    parent=) are made beside the leaf. Returns the leaf's path, or None
+    where there is nothing to do: no cgroup2, or the port in its root cgroup
+    (which is exempt from the rule and belongs to nobody to reorganise).
+    """
+    v2 = next((h for h in hierarchies(port, chain, timeout=timeout) if h.version == 2), None)
+    if v2 is None or v2.own == "/":
+        return None
+    if v2.own.rsplit("/", 1)[-1] == LEAF:
+        return v2.own
+    d = v2.dir(v2.own)
+    try:
+        port.mkdir(list(chain), f"{d}/{LEAF}", 0o755, timeout=timeout)
+    except FileExistsError:
+        pass
+    for pid in read_file(port, chain, f"{d}/cgroup.procs", timeout=timeout).split():
+        try:
+            write_file(port, chain, f"{d}/{LEAF}/cgroup.procs", pid, timeout=timeout)
+        except ProcessLookupError:
+            pass  # exited meanwhile
+    return f"{v2.own.rstrip('/')}/{LEAF}"
+
+
 # --- the cgroup ---------------------------------------------------------------
 
 
@@ -268,7 +300,10 @@ class Cgroup:
                                      f"{h.mount}: create it with the controllers the child needs")
                 pdir = parent.dirs[h]
             else:
-                pdir = h.dir(parent if parent is not None else h.own)
+                own = h.own
+                if h.version == 2 and parent is None and own.rsplit("/", 1)[-1] == LEAF:
+                    own = own.rsplit("/", 1)[0] or "/"  # beside the leaf (into_leaf), not in it
+                pdir = h.dir(parent if parent is not None else own)
             self.parents[h] = pdir
             self.dirs[h] = f"{pdir.rstrip('/')}/{name}"
         created: list[str] = []

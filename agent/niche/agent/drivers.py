@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import gpio, seccomp
-from ..cgroup import Cgroup
+from ..cgroup import Cgroup, into_leaf
 from ..port import PortClosed, PortError, Process
 from ..sandbox import DEFAULT_LIMITS, Identity, drop_privileges, keep_only, verify
 from .config import DriverConfig
@@ -102,6 +102,9 @@ class Driver:
                 child.fcntl(fd, "F_SETFD", 0, timeout=10)  # kept across exec (no FD_CLOEXEC)
                 child.setenv(f"NICHE_GPIO_{name.upper().replace('-', '_')}", str(fd), 1, timeout=10)
             if dc.memory_max or dc.pids_max:
+                # under a systemd unit (Delegate=yes) the agent and its port leave the
+                # unit's cgroup for a leaf first, so the driver's is a sibling with controllers
+                into_leaf(port, timeout=10)
                 self.cgroup = Cgroup(port, f"niche-{self.agent.cfg.agent_id}-{dc.name}", exist_ok=True)
                 if dc.memory_max:  # the config keeps it as text ("67108864", "64M", "max")
                     self.cgroup.memory_max(_bytes(dc.memory_max))
