@@ -65,6 +65,7 @@ class Line:
         self._released = False
         self._dead = False  # the holder is gone (the line is not released yet)
         self._last: bool | None = None
+        self._calls: dict[bool, tuple[int, tuple[bytes, ...]]] = {}  # _write_call's, encoded once
         self._seq = 0  # writes sent so far (a WriteFailed names its number)
         # pipelined writes in flight, oldest first: (rid, waiter, call, value, seq, deadline)
         self._inflight: deque[tuple[int, Any, int, bool, int, float | None]] = deque()
@@ -84,7 +85,7 @@ class Line:
 
     def _write_call(self, value: bool) -> tuple[str, tuple[bytes, ...]] | None:
         """The port call that writes value, as (call name, encoded arguments),
-        for pipelined writes; None: this backend writes synchronously only."""
+        the same for every write of that level; None: use _write."""
         return None
 
     def _parse_edges(self, data: bytes) -> list[Edge]:
@@ -131,13 +132,15 @@ class Line:
         """Send the write; without pipelining, wait for its reply too."""
         depth = self.pipeline
         self._reap(depth - 1 if depth else 0)
-        spec = self._write_call(value)
+        spec = self._calls.get(value)
         if spec is None:
-            self._write(value)
-            return
-        port = self.process.port
-        call = CALLS[spec[0]]
-        rid, w = port._start(self.process.chain, call, spec[1])
+            named = self._write_call(value)
+            if named is None:
+                self._write(value)
+                return
+            spec = self._calls[value] = (CALLS[named[0]], named[1])
+        call = spec[0]
+        rid, w = self.process.port._start(self.process.chain, call, spec[1])
         self._seq += 1
         t = self.timeout
         self._inflight.append((rid, w, call, value, self._seq,
