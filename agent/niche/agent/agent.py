@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 from .. import gpio
 from ..port import Port, PortClosed, PortError
 from . import commands as cmds
-from . import replies
+from . import ha, replies
 from .config import Config, LineConfig
 from .drivers import Driver
 from .drivers import handle_command as handle_driver_command
@@ -115,6 +115,7 @@ class Agent:
         if self.cfg.ha_discovery:
             for topic, payload in discovery(self.cfg):
                 client.publish(topic, payload, qos=1, retain=True)
+            client.subscribe([(t, 1) for t in ha.subscriptions(self.cfg)])  # to remove stale ones
         if self.online_at is None:
             self.online_at = time.monotonic()
             log.info("online %.0f ms after start", (self.online_at - self.started_at) * 1000)
@@ -127,6 +128,11 @@ class Agent:
             log.warning("lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.cfg.ha_discovery and ha.is_config_topic(self.cfg, msg.topic):
+            if ha.stale(self.cfg, msg.topic, bytes(msg.payload)):  # a line that left the config
+                client.publish(msg.topic, b"", qos=1, retain=True)
+            client.ack(msg.mid, msg.qos)
+            return
         self.q.put(("cmd", msg.topic, bytes(msg.payload), replies.from_message(msg)))
         client.ack(msg.mid, msg.qos)  # acknowledged = accepted: the worker applies or reports it
 

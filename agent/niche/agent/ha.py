@@ -1,4 +1,11 @@
-"""Home Assistant MQTT discovery: one retained config per line, one device per agent."""
+"""Home Assistant MQTT discovery: one retained config per line, one device per agent.
+
+Keys are those HA's MQTT switch and binary_sensor integrations document.
+``unique_id`` is ``niche_<id>_<line>``, so it survives restarts. A line that
+left the configuration is removed from HA: the agent subscribes to the
+discovery topics and answers a retained config of its own device that it no
+longer publishes with an empty retained payload (HA's way to delete it).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ def discovery(cfg: Config) -> list[tuple[str, str]]:
             "payload_available": "online",
             "payload_not_available": "offline",
             "device": device,
+            "qos": 1,
         }
         if component == "switch":
             conf["command_topic"] = f"{prefix}/gpio/{name}/set"
@@ -42,3 +50,27 @@ def discovery(cfg: Config) -> list[tuple[str, str]]:
         out.append((f"{cfg.ha_prefix}/{component}/{cfg.agent_id}_{name}/config",
                     json.dumps(conf, sort_keys=True)))
     return out
+
+
+COMPONENTS = ("switch", "binary_sensor")
+
+
+def subscriptions(cfg: Config) -> list[str]:
+    return [f"{cfg.ha_prefix}/{c}/+/config" for c in COMPONENTS]
+
+
+def is_config_topic(cfg: Config, topic: str) -> bool:
+    parts = topic.split("/")
+    return (topic.startswith(cfg.ha_prefix + "/") and len(parts) == cfg.ha_prefix.count("/") + 4
+            and parts[-1] == "config" and parts[-3] in COMPONENTS)
+
+
+def stale(cfg: Config, topic: str, payload: bytes) -> bool:
+    """A retained config of this agent's device that it no longer publishes."""
+    if not payload or topic in {t for t, _ in discovery(cfg)}:
+        return False
+    try:
+        ids = json.loads(payload).get("device", {}).get("identifiers", [])
+    except (ValueError, AttributeError):
+        return False  # not ours to judge
+    return f"niche_{cfg.agent_id}" in ids
