@@ -310,6 +310,15 @@ class Port(PortCalls, HighLevel):
             with self._cv:
                 self._hello = hello
                 self._cv.notify_all()
+        got = None if self._decoder._buf else _p.reply_int(data)
+        if got is not None:  # one reply with an int: no Decoder, no Reply
+            with self._cv:
+                w = self._pending.pop(got[0], None)
+                if w is not None:
+                    w.status, w.value, w.done = got[1], got[2], True
+                if self._sleepers:
+                    self._cv.notify_all()
+            return
         try:
             msgs = self._decoder.feed(data)
         except _p.CodecError as e:
@@ -407,6 +416,12 @@ class Port(PortCalls, HighLevel):
 
     def _finish(self, rid: int, w: _Waiter, call: int, decode: Callable[[Any], Any],
                 deadline: float | None) -> Any:
+        if not w.done and deadline is None and self._rlock.acquire(blocking=False):
+            try:  # nobody else reads: read until the reply is in
+                while not w.done and not self._closed:
+                    self._read_some(None)
+            finally:
+                self._release_reader()
         if not w.done and not self._wait_for(lambda: w.done, deadline):
             with self._cv:
                 self._pending.pop(rid, None)

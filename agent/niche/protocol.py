@@ -244,15 +244,21 @@ def frame(ftype: int, chain: tuple[int, ...], body: bytes) -> bytes:
     return HEADER.pack(MAGIC, ftype, n, 4 * n + len(body)) + struct.pack(f">{n}i", *chain) + body
 
 
-_CALL0 = struct.Struct(">2sBBIIH")  # a CALL to the port process itself
+# the head of a CALL at each depth (header to call number, one pack), made when first used
+_CALL_HEADS: dict[int, struct.Struct] = {}
+
+
+def _call_head(n: int) -> struct.Struct:
+    s = _CALL_HEADS.get(n)
+    if s is None:
+        s = _CALL_HEADS[n] = struct.Struct(f">2sBBI{n}iIH")
+    return s
 
 
 def encode_call(req_id: int, chain: tuple[int, ...], call: int, args: Sequence[bytes]) -> bytes:
-    if not chain:
-        body = b"".join(args)
-        f = _CALL0.pack(MAGIC, CALL, 0, 6 + len(body), req_id, call) + body
-    else:
-        f = frame(CALL, chain, _CALLHDR.pack(req_id, call) + b"".join(args))
+    body = b"".join(args)
+    n = len(chain)
+    f = _call_head(n).pack(MAGIC, CALL, n, 4 * n + 6 + len(body), *chain, req_id, call) + body
     if len(f) > MAX_FRAME:
         raise ValueError(f"call of {len(f)} bytes is over the frame limit of {MAX_FRAME}")
     return f
@@ -328,6 +334,21 @@ def event_tuple(v: Any) -> tuple[Any, ...]:
     if name in ("termsig", "signal") and rest and isinstance(rest[0], bytes):
         rest[0] = rest[0].decode()
     return (name, *rest)
+
+
+_REPLY_INT = struct.Struct(">IBcq")  # a REPLY's body when its value is an int
+
+
+def reply_int(data: bytes) -> tuple[int, int, int] | None:
+    """(id, status, value) when data is exactly one REPLY frame whose value
+    is an int, else None: the common answer, decoded without a Decoder."""
+    if len(data) < HDR + 14:
+        return None
+    magic, ftype, depth, length = HEADER.unpack_from(data)
+    if magic != MAGIC or ftype != REPLY or length != 4 * depth + 14 or len(data) != HDR + length:
+        return None
+    rid, status, tag, value = _REPLY_INT.unpack_from(data, HDR + 4 * depth)
+    return (rid, status, value) if tag == b"i" else None
 
 
 class Decoder:
