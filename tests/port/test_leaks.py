@@ -36,9 +36,13 @@ def vm_rss_kb(pid: int) -> int:
     raise AssertionError(f"no VmRSS line for {pid}")
 
 
-def tree_fds(root: int) -> dict[int, list[int]]:
-    """Descriptor numbers open in every process of root's tree."""
-    return {p: sorted(int(fd) for fd in os.listdir(f"/proc/{p}/fd")) for p in [root, *descendants(root)]}
+def tree_fds(root: int) -> dict[int, dict[int, str]]:
+    """What every descriptor of every process of root's tree names (a
+    descriptor closed and another opened in its place shows too)."""
+    return {
+        p: {int(fd): os.readlink(f"/proc/{p}/fd/{fd}") for fd in os.listdir(f"/proc/{p}/fd")}
+        for p in [root, *descendants(root)]
+    }
 
 
 def zombies_in_tree(root: int) -> list[tuple[int, tuple[str, int, int] | None]]:
@@ -90,4 +94,4 @@ def test_10000_execs_through_a_4_deep_chain_leak_nothing(port, port_pid):
         assert read_stdout(port, [*chain, c], len(f"{i}\n")) == f"{i}\n".encode()
         assert wait_exit(port, [*chain, c]) == ("exit_status", 0)
 
-    run_cycles(port, port_pid, cycle, lambda: descendants(port_pid) == chain)
+    run_cycles(port, port_pid, cycle, lambda: descendants(port_pid) == sorted(chain))
