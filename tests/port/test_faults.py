@@ -144,7 +144,7 @@ def test_random_kills_in_a_busy_tree(make_port, seed):
         srng = random.Random(seed * 1000 + chain[-1])
         key = tuple(chain)
         while not stop.is_set():
-            data = srng.randbytes(srng.randrange(1, 64 << 10))
+            data = srng.randbytes(srng.randrange(1, 256 << 10))
             if not call(chain, "stdin", port.stdin, chain, data)[0]:
                 unchecked.add(key)  # how much of data went in is not known
                 return
