@@ -51,6 +51,20 @@ def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass  # not a TCP socket (e.g. websockets or TLS wrappers without it)
+    quick_ack(sock)
+
+
+def quick_ack(sock: Any) -> None:
+    """ACK what the broker sent at once. A broker without TCP_NODELAY
+    (Debian's stock mosquitto: set_tcp_nodelay false) holds its next small
+    write, e.g. the next command, until its last one is ACKed, and Linux
+    delays that ACK ~40 ms. TCP_QUICKACK is not sticky (the kernel goes back
+    to delayed ACKs when traffic looks interactive), so it is re-armed after
+    every message the broker sends: on_message and on_publish (a PUBACK)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    except (OSError, AttributeError):
+        pass  # not TCP, or not Linux
 
 
 class Agent:
@@ -96,6 +110,7 @@ class Agent:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish = lambda client, *_: quick_ack(client.socket())
         return c
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
@@ -128,6 +143,7 @@ class Agent:
             log.warning("lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        quick_ack(client.socket())
         if self.cfg.ha_discovery and ha.is_config_topic(self.cfg, msg.topic):
             if ha.stale(self.cfg, msg.topic, bytes(msg.payload)):  # a line that left the config
                 client.publish(msg.topic, b"", qos=1, retain=True)
@@ -362,7 +378,10 @@ class Agent:
                 got = port.next_event(list(holders), timeout=0.5)
             except PortClosed as e:
                 if not self.stop.is_set():
-                    self.q.put(("call", lambda e=e: self.recover_port(f"the port died ({e})")))
+                    # unless the worker already replaced this port (a second restart would
+                    # kill the healthy new one)
+                    self.q.put(("call", lambda e=e, p=port: self.port is p and self.recover_port(
+                        f"the port died ({e})")))
                     time.sleep(0.2)
                 continue
             if got is None:
@@ -373,8 +392,9 @@ class Agent:
                 continue
             if ev[0] in ("exit_status", "termsig"):
                 if not self.stop.is_set():
-                    self.q.put(("call", lambda n=name, ev=ev: self.recover_line(
-                        n, f"the process holding {n} exited {ev}")))
+                    old = self.lines.get(name)  # unless already re-acquired by the worker
+                    self.q.put(("call", lambda n=name, ev=ev, old=old: self.lines.get(n) is old
+                                and self.recover_line(n, f"the process holding {n} exited {ev}")))
                 continue
             line = self.lines.get(name)
             if ev[0] == "fd" and line is not None and ev[1] == line.fd:

@@ -1,0 +1,221 @@
+"""niche-agent faults under load (issue 10): ~1,000 QoS 1 commands/s over six
+lines while the broker, the port or a line holder is SIGKILLed at random moments.
+
+"Acknowledged" here: the publisher got its PUBACK from the broker (paho's
+on_publish). The chain that makes such a command reach the line:
+- the broker keeps it in the agent's persistent session (the agent connects
+  with clean_session=False / MQTT 5 clean_start=False plus an expiry), also
+  while the agent reconnects, and on disk (this broker: persistence, saved
+  after every change, no per-client queue limit), so a broker killed and
+  restarted on the same port still delivers it;
+- the agent PUBACKs it only once it is on its command queue (paho
+  manual_ack), and the worker applies every queued command, restarting the
+  port or re-acquiring a line first when they died.
+
+Each line gets alternating commands (ON, OFF, ON, ...), so a lost or doubled
+command shows: without a broker fault (no MQTT redelivery) the agent's state
+messages of a line, repeats collapsed, are exactly that alternation. After
+every round each line's level (MOUNT/sim/N) and retained state equal the last
+acknowledged command. The agent stays up and reports each fault on `error`.
+Figures (commands/s, recovery times) are printed; run with -s to see them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agenthelpers import Broker, Collector, start_online, wait_until  # type: ignore[import-not-found]
+
+pytestmark = pytest.mark.timeout(240)
+
+RATE = 1000  # commands/s, over all lines
+PINS = {f"l{i}": 16 + i for i in range(6)}
+LOAD_LINES: dict[str, dict[str, Any]] = {n: {"pin": f"SIM{p}"} for n, p in PINS.items()}
+FAULTS = 3  # per test
+SEED = int(os.environ.get("NICHE_FAULT_SEED", time.time_ns() % 10**6))
+
+
+@pytest.fixture(scope="module")
+def pbroker(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A mosquitto that survives SIGKILL with its sessions and queued messages."""
+    d: Path = tmp_path_factory.mktemp("pbroker")
+    b = Broker(d)
+    b.conf.write_text(b.conf.read_text().replace("persistence false\n", (
+        f"persistence true\npersistence_location {d}/\n"
+        "autosave_on_changes true\nautosave_interval 1\n"  # saved after every change
+        "max_queued_messages 0\n")))  # no per-client limit: a reconnecting agent misses nothing
+    b.start()
+    yield b
+    b.stop()
+
+
+class Publisher:
+    """Paced QoS 1 `set` commands; each line alternates ON/OFF from its initial OFF."""
+
+    def __init__(self, broker: Broker, prefix: str, rng: random.Random) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.prefix, self.rng = prefix, rng
+        self.sent: dict[str, list[bool]] = {n: [] for n in PINS}
+        self.acked: set[int] = set()
+        self.mids: list[tuple[int, str, int]] = []  # mid, line, index into sent[line]
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"load-{os.getpid()}-{rng.random()}",
+                             clean_session=False)
+        self.c.max_inflight_messages_set(200)
+        self.c.reconnect_delay_set(0.05, 0.5)
+        self.c.on_publish = self._on_publish
+        self.c.connect(broker.host, broker.port, keepalive=10)
+        self.c.loop_start()
+        self.t0 = self.t1 = 0.0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self.acked.add(mid)  # no lock: paho holds its own here, and publish() takes it
+
+    def _run(self) -> None:
+        self.t0 = time.monotonic()
+        k = 0
+        while not self.stop.is_set():
+            due = self.t0 + k / RATE
+            now = time.monotonic()
+            if due > now:  # pacing, not settling
+                time.sleep(due - now)
+            name = self.rng.choice(list(PINS))
+            value = len(self.sent[name]) % 2 == 0
+            info = self.c.publish(f"{self.prefix}/gpio/{name}/set", "ON" if value else "OFF", qos=1)
+            with self.lock:
+                self.sent[name].append(value)
+                self.mids.append((info.mid, name, len(self.sent[name]) - 1))
+            k += 1
+        self.t1 = time.monotonic()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def finish(self, timeout: float = 60) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        ok = wait_until(lambda: len(self.acked) >= len(self.mids), timeout, 0.05)
+        assert ok, f"{len(self.mids) - len(self.acked)} of {len(self.mids)} commands never acknowledged"
+
+    def expected(self) -> dict[str, bool]:
+        """The last acknowledged command per line (every command is, after finish)."""
+        acked = set(self.acked)
+        with self.lock:
+            last = {n: False for n in PINS}
+            for mid, name, i in self.mids:
+                if mid in acked:
+                    last[name] = self.sent[name][i]
+            return last
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def retained_states(client_factory: Any, broker: Broker, prefix: str,
+                    timeout: float = 10) -> dict[str, bytes]:
+    c: Collector = client_factory(broker, topics=(f"{prefix}/gpio/+",))
+    want = {f"{prefix}/gpio/{n}" for n in PINS}
+    wait_until(lambda: want <= {m.topic for m in c.since(0) if m.retain}, timeout)
+    got = {m.topic.rsplit("/", 1)[1]: m.payload for m in c.since(0) if m.retain}
+    c.close()
+    return got
+
+
+def collapsed(payloads: list[bytes]) -> list[bytes]:
+    """Repeats dropped: a line's states as a sequence of changes."""
+    return [p for i, p in enumerate(payloads) if i == 0 or payloads[i - 1] != p]
+
+
+def run_round(kind: str, pbroker: Broker, sim: Any, agent_factory: Any, client_factory: Any) -> None:
+    rng = random.Random(f"{SEED}-{kind}")
+    print(f"\n[{kind}] seed {SEED} (NICHE_FAULT_SEED= to repeat)")
+    agent_id = f"load{os.getpid()}{kind}"
+    prefix = f"niche/{agent_id}"
+    client: Collector = client_factory(pbroker, topics=(f"{prefix}/gpio/+", f"{prefix}/error",
+                                                        f"{prefix}/status"))
+    agent = start_online(agent_factory, pbroker, sim, client, lines=LOAD_LINES, agent_id=agent_id)
+    pid = agent.pid
+    start = client.mark()
+    pub = Publisher(pbroker, prefix, rng)
+    pub.start()
+    recoveries: list[float] = []
+    try:
+        for _ in range(FAULTS):
+            t_wait = time.monotonic() + rng.uniform(0.3, 1.5)  # a random moment of the stream
+            wait_until(lambda t=t_wait: time.monotonic() >= t, 5, 0.005)
+            m = client.mark()
+            t = time.monotonic()
+            if kind == "broker":
+                pbroker.kill()
+                pbroker.start()
+                client.wait_topic(agent.topic("status"), "online", since=m, timeout=60)
+                # the first state after the outage: the agent applies commands again
+                client.wait_for(lambda x: x.topic.startswith(f"{prefix}/gpio/"), since=client.mark(),
+                                timeout=30)
+                assert agent.wait_log("lost the broker", 1, timeout=5)
+            elif kind == "port":
+                os.kill(agent.port_pid(), signal.SIGKILL)
+                e = client.wait_for(lambda x: x.topic == agent.topic("error")
+                                    and "port" in json.loads(x.payload)["error"], since=m, timeout=30)  # noqa: E501
+                assert json.loads(e.payload)["topic"] == agent.topic("status")
+            else:
+                name = rng.choice(list(PINS))
+                os.kill(agent.holder_pid(PINS[name]), signal.SIGKILL)
+                client.wait_for(lambda x, n=name: x.topic == agent.topic("error")
+                                and json.loads(x.payload)["topic"] == agent.topic("gpio", n),
+                                since=m, timeout=30)
+            recoveries.append(time.monotonic() - t)
+            assert agent.running() and agent.pid == pid, agent.log()[-3000:]
+        # stop at a random moment after the last fault, maybe while it still recovers
+        t_wait = time.monotonic() + rng.uniform(0, 0.5)
+        wait_until(lambda: time.monotonic() >= t_wait, 5, 0.005)
+        pub.finish()
+        want = pub.expected()
+        n_sent = len(pub.mids)
+        rate = n_sent / (pub.t1 - pub.t0)
+        t_end = time.monotonic()
+        levels = lambda: {n: sim.level(p) for n, p in PINS.items()}  # noqa: E731
+        ok = wait_until(lambda: levels() == {n: int(v) for n, v in want.items()}, 60, 0.02)
+        assert ok, (levels(), want, agent.log()[-3000:])
+        settle = time.monotonic() - t_end
+        # the agent's state messages trail the lines (paho's queue): wait for the last ones
+        last = lambda: {n: (client.since(start, agent.topic("gpio", n)) or [None])[-1] for n in PINS}  # noqa: E731
+        ok = wait_until(lambda: all(m is not None and m.payload == (b"ON" if want[n] else b"OFF")
+                                    for n, m in last().items()), 60, 0.05)
+        assert ok, {n: m and m.payload for n, m in last().items()}
+        assert retained_states(client_factory, pbroker, prefix) == \
+            {n: b"ON" if v else b"OFF" for n, v in want.items()}
+        rejected = [e for m in client.since(start, agent.topic("error"))
+                    if (e := json.loads(m.payload))["topic"].endswith("/set")]
+        assert not rejected, rejected[:5]
+        if kind != "broker":  # one MQTT connection throughout: exactly one state per command
+            for n in PINS:
+                got = collapsed([b"OFF"] + [m.payload for m in client.since(start, agent.topic("gpio", n))])
+                exp = collapsed([b"OFF"] + [b"ON" if v else b"OFF" for v in pub.sent[n]])
+                assert got == exp, (n, len(got), len(exp))
+        assert agent.running() and agent.pid == pid
+        print(f"[{kind}] {n_sent} commands acked, {n_sent} applied, 0 lost, {rate:.0f} commands/s "
+              f"sustained over {pub.t1 - pub.t0:.1f} s with {FAULTS} faults; recovery "
+              + ", ".join(f"{r * 1000:.0f} ms" for r in recoveries)
+              + f"; all lines right {settle * 1000:.0f} ms after the last command")
+    finally:
+        pub.stop.set()
+        pub.close()
+
+
+@pytest.mark.parametrize("kind", ["broker", "port", "holder"])
+def test_faults_under_load(kind, pbroker, sim, agent_factory, client_factory) -> None:
+    run_round(kind, pbroker, sim, agent_factory, client_factory)
