@@ -346,6 +346,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="half period, milliseconds (default: %(default)s)")
     p.add_argument("--serial", metavar="PATH",
                    help="drive the port already running on this serial line (a board, a VM)")
+    p.add_argument("--reattach", action="store_true",
+                   help="with --serial: keep what the port's previous session left running "
+                        "(by default a new session ends it first)")
     p.add_argument("--exec-prefix", help='run the local port under this prefix, e.g. "sudo -n"')
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print, on stderr, what the child and the port read back from /proc/self/status")
@@ -362,6 +365,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 p.error(f"COUNT must be a number, not {args.count!r}")
     elif args.pin is None:
         p.error("PIN is required (or --chardev CHIP:LINE)")
+    if args.reattach and not args.serial:
+        p.error("--reattach is for a port on a serial line (--serial)")
     if args.count is None:
         args.count = 10
     if args.count < 1:
@@ -378,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.serial:
-            port = niche.Port(serial=args.serial, start_timeout=15)
+            port = niche.Port(serial=args.serial, start_timeout=15, reattach=args.reattach)
         else:
             port = niche.Port(exec_prefix=args.exec_prefix)
     except niche.PortError as e:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import niche
@@ -116,21 +115,20 @@ def test_gpioled_chardev_busy(vm_guest) -> None:
         before = children_of_root(port)
         chip = chips.find_chip(port.root, (LABEL,), timeout=T)
         # The holder is a child of the guest's port: it outlives this session
-        # (no end of file on a serial line), so gpioled can have the line.
+        # (no end of file on a serial line), and gpioled --reattach keeps it.
         line = gpio.request(port, f"{LABEL}:{CHARDEV_LINE}", direction="out", consumer="holder",
                             timeout=T)
         held_by = line.process.pid
     try:
-        r = gpioled(vm_guest, "--chardev", f"{LABEL}:{CHARDEV_LINE}", "1")
-        assert r.returncode == 1
+        r = gpioled(vm_guest, "--reattach", "--chardev", f"{LABEL}:{CHARDEV_LINE}", "1")
+        assert r.returncode == 1, r.stderr
         assert "busy: held by holder" in r.stderr
         assert r.stdout == ""
+        with niche.Port(serial=vm_guest, start_timeout=T, reattach=True) as port:
+            assert held_by in port.children  # gpioled left the holder alone
     finally:
+        # a fresh session ends what the previous ones left: the holder too
         with session(vm_guest) as port:
-            port.kill([], held_by, "SIGKILL", timeout=T)
-            deadline = time.monotonic() + T
-            while children_of_root(port) != before and time.monotonic() < deadline:
-                time.sleep(0.05)
             assert children_of_root(port) == before
             assert chips.line_info(port.root, chip.path, CHARDEV_LINE, timeout=T).consumer == ""
 
