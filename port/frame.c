@@ -385,15 +385,24 @@ void hello_reply(struct niche_state *s, int session, uint32_t nonce)
 
 /* HELLO down: u16 version [, u32 nonce, u8 mode]. A fresh session (mode 0)
  * on a port that has served calls ends the tree as end of file would, then
- * the port re-execs itself and the new process answers (main.c). */
+ * the port re-execs itself and the new process answers (main.c). Only an
+ * exact session HELLO of this protocol version may end the tree: anything
+ * else that looks like one is answered and ends nothing. */
 static void hello(struct niche_state *s, const unsigned char *body, size_t blen)
 {
     if (blen < 7) {
         hello_reply(s, 0, 0);
         return;
     }
+    if (blen > 7 || body[6] > 1) {
+        up_protoerr(s, "session HELLO is u16 version, u32 nonce, u8 mode (0 fresh, 1 reattach): "
+                       "ignored, nothing ended");
+        return;
+    }
     uint32_t nonce = get_u32(body + 2);
-    if (body[6] == 0 && s->used) {
+    /* another version: answered as a reattach, so the client sees the
+     * mismatch and says so, and the tree is kept */
+    if (body[6] == 0 && s->used && (body[0] << 8 | body[1]) == NICHE_PROTO) {
         s->reexec = 1;
         s->nonce = nonce;
         begin_shutdown(s, 0);

@@ -219,8 +219,10 @@ void child_stdin_kick(struct niche_state *s, struct child *c)
         up_reply(s, c->acks[k].id, ST_OK, &none);
         nbuf_free(&none);
     }
-    memmove(c->acks, c->acks + k, (c->nacks - k) * sizeof(*c->acks));
-    c->nacks -= k;
+    if (k) { /* acks may be NULL when none were ever queued */
+        memmove(c->acks, c->acks + k, (c->nacks - k) * sizeof(*c->acks));
+        c->nacks -= k;
+    }
     int pending = c->iq_off < c->iq.len;
     if (!pending) {
         c->iq.len = c->iq_off = 0;

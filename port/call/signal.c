@@ -11,6 +11,10 @@
 
 #include "niche.h"
 
+#ifndef SYS_SECCOMP /* musl has it; glibc (the sanitizer build) only in asm/siginfo.h */
+#define SYS_SECCOMP 1
+#endif
+
 /* SIGSYS cannot go through the signalfd: the kernel forces a seccomp trap's
  * SIGSYS (blocked means reset to SIG_DFL and death). So sig_info on SIGSYS
  * installs a handler that writes the signalfd record into a pipe the loop

@@ -92,6 +92,24 @@ def test_garbage_between_sessions(line):
         assert p.getpid([]) > 0
 
 
+def test_only_an_exact_session_hello_ends_the_tree(line):
+    """A fresh-session HELLO of another protocol version, with a trailing
+    byte or an unknown mode ends nothing: the next reattach finds the tree."""
+    path, _ = line
+    _, loop, sleeper = _session1(path)
+    bogus = [struct.pack(">HIB", _p.PROTO_VERSION + 1, 7, 0), struct.pack(">HIBB", _p.PROTO_VERSION, 7, 0, 0),
+             struct.pack(">HIB", _p.PROTO_VERSION, 7, 2)]
+    fd = os.open(path, os.O_WRONLY | os.O_NOCTTY)
+    try:
+        for body in bogus:
+            os.write(fd, _p.frame(_p.HELLO, (), body))
+    finally:
+        os.close(fd)
+    with niche.Port(serial=path, reattach=True) as p:
+        assert p.children == (loop,)
+        assert _alive(loop) and _alive(sleeper)
+
+
 def _up_hello(nonce: int | None, kids: tuple[int, ...] = ()) -> bytes:
     body = struct.pack(">H", _p.PROTO_VERSION) + b"0.1.0"
     if nonce is not None:
