@@ -16,9 +16,10 @@ HDRS     := $(wildcard port/*.h port/gen/*.h)
 GEN_IN   := port/calls.spec port/constants.spec tools/gen.py
 GEN_OUT  := port/gen/calls.h port/gen/calls.c port/gen/constants.c agent/niche/_calls.py docs/calls.md
 
-BOOTSTRAP_APT ?= fusermount3:fuse3 mosquitto:mosquitto mosquitto_pub:mosquitto-clients openssl:openssl
+BOOTSTRAP_APT ?= fusermount3:fuse3 mosquitto:mosquitto mosquitto_pub:mosquitto-clients openssl:openssl \
+                 clang-14:clang-14 /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: all gen cross test bench fuzz demo clean bootstrap lint
+.PHONY: all gen cross test test-asan bench fuzz robustness demo clean bootstrap lint
 all: $(BUILD)/native/niche-port
 
 bootstrap: $(BUILD)/.bootstrap
@@ -55,12 +56,15 @@ lint: $(BUILD)/.bootstrap
 test: all vm-prep-optional
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc = 5 ]; then echo "make test: no test ran: that is a failure" >&2; fi; exit $$rc
+	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory fuzz FUZZ_S=$(TEST_FUZZ_S)
 
 bench: all
 	$(PY) bench/run.py
 
-fuzz: all
-	$(PY) -m pytest -q tests/port/test_fuzz.py $(PYTEST_ARGS)
+# docs/robustness.md: every class of bad input, tried on the real port and agent
+robustness: all
+	$(PY) tools/robustness.py -o docs/robustness.md
 
 # The simulated board, a private mosquitto and niche-agent, shown live (root;
 # it says what to do when not). DEMO_ARGS="--once" or "--duration 60".
@@ -70,6 +74,7 @@ demo: all
 clean:
 	rm -rf $(BUILD)/native $(BUILD)/*-linux-* bench/results/*.tmp
 
+-include port/fuzz/fuzz.mk
 -include bench/bench.mk
 -include vm/vm.mk
 -include tools/wheel.mk

@@ -12,9 +12,9 @@ VENV=$BUILD/venv
 PY=${PYTHON:-python3}
 
 need_apt=()
-for spec in "$@"; do            # args: cmd:package pairs
+for spec in "$@"; do            # args: cmd:package pairs (cmd: or an absolute path)
     cmd=${spec%%:*}; pkg=${spec#*:}
-    command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+    if [[ $cmd == /* ]]; then [ -e "$cmd" ]; else command -v "$cmd" >/dev/null 2>&1; fi || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

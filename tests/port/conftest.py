@@ -20,6 +20,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # The binary niche.Port() runs by default: NICHE_PORT, else the build's.
 PORT_BIN = Path(os.environ.get("NICHE_PORT") or ROOT / "build" / "native" / "niche-port")
+# `make test-asan`: PORT_BIN is the ASan+UBSan build, whose runtime has its own
+# allocator (quarantine) and makes system calls of its own.
+ASAN = os.environ.get("NICHE_ASAN") == "1"
+not_under_asan = pytest.mark.skipif(ASAN, reason="the ASan runtime's own system calls are outside "
+                                                 "the allow-list (the production port is tested)")
 
 # Linux generic values, used only to check what the port reports.
 CLONE_NEWNS = 0x00020000

@@ -12,6 +12,7 @@ import os
 import time
 
 from porthelpers import (
+    ASAN,
     all_pids,
     chain_of_depth,
     descendants,
@@ -73,7 +74,8 @@ def run_cycles(port, port_pid: int, cycle, settled) -> None:
     grown = vm_rss_kb(port_pid) - rss
     print(f"{CYCLES} cycles in {took:.1f} s ({CYCLES / took:.0f}/s); port VmRSS {rss} kB, grew {grown} kB; "
           f"fds {[len(v) for v in after.values()]}")
-    assert grown < RSS_GROWTH_KB, f"port VmRSS grew by {grown} kB over {CYCLES} cycles"
+    if not ASAN:  # ASan's quarantine holds freed memory by design; LSan checks leaks there
+        assert grown < RSS_GROWTH_KB, f"port VmRSS grew by {grown} kB over {CYCLES} cycles"
 
 
 def test_10000_fork_exit_cycles_leak_nothing(port, port_pid):

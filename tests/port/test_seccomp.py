@@ -11,7 +11,7 @@ import sys
 import niche
 import pytest
 from niche import seccomp, uapi
-from porthelpers import read_all_until_exit, wait_event, wait_exit
+from porthelpers import not_under_asan, read_all_until_exit, wait_event, wait_exit
 
 T = 10
 
@@ -128,6 +128,7 @@ def test_kill(port):
     assert port.getpid([], timeout=T) == port.pid  # the rest of the tree is fine
 
 
+@not_under_asan
 def test_allow_listed_calls_keep_working(port):
     c = port.fork([], timeout=T)
     prog = seccomp.allow_list(port, [c], ["getpid", "getppid", "getcwd", "chdir", "uname"], "kill",
@@ -142,6 +143,7 @@ def test_allow_listed_calls_keep_working(port):
     assert wait_exit(port, [c]) == ("exit_status", 0)
 
 
+@not_under_asan
 def test_port_loop_syscalls_keep_the_loop_alive(port):
     """A process allowed only PORT_LOOP_SYSCALLS (+ getpid) answers calls,
     traps signals through its signalfd, and exits cleanly when asked."""
