@@ -4,8 +4,9 @@ Reuses the agent tests' helpers (tests/agent/conftest.py: Broker, AgentProc,
 Collector) and the simulator; adds:
 
 - ``sims``: module-scoped, five simulators, one FUSE mount (one process) each;
-- ``bridged``: two mosquittos, the second bridged to the first with
-  ``topic niche/# both 1`` (a mosquitto ``connection`` bridge);
+- ``bridged``: two mosquittos with the shipped queue limit, the second joined
+  to the first by the shipped boards/mosquitto/bridge.conf
+  (``topic niche/# both 1``, a mosquitto ``connection`` bridge);
 - ``cli(broker, *args)``: runs ``python -m niche.cli`` (the ``niche`` script)
   against a broker and returns the CompletedProcess.
 """
@@ -69,13 +70,26 @@ def fresh_sims(sims: list[Any]) -> Iterator[list[Any]]:
         s.reset()
 
 
-def bridge_to(d: Path, main: ah.Broker) -> ah.Broker:
-    """A second mosquitto whose `connection` bridge joins it to main (niche/# both ways)."""
+MOSQUITTO = ah.ROOT / "boards" / "mosquitto"
+
+
+def fleet_broker(d: Path) -> ah.Broker:
+    """A test mosquitto with the shipped fleet broker's queue limit."""
     b = ah.Broker(d)
-    b.conf.write_text(b.conf.read_text() + "\n".join([
-        "connection to-main", f"address {main.host}:{main.port}", "topic niche/# both 1",
-        "cleansession true", "try_private true", "bridge_protocol_version mqttv50",
-        "restart_timeout 1", "notifications false", ""]))
+    limit = [ln for ln in (MOSQUITTO / "mosquitto.conf").read_text().splitlines()
+             if ln.startswith("max_queued_messages ")]
+    b.conf.write_text(b.conf.read_text() + "\n".join(limit) + "\n")
+    return b
+
+
+def bridge_to(d: Path, main: ah.Broker) -> ah.Broker:
+    """A second mosquitto joined to main by the shipped boards/mosquitto/bridge.conf
+    (its address pointed at main; main takes anyone, so no remote login)."""
+    b = ah.Broker(d)
+    bridge = [f"address {main.host}:{main.port}" if ln.startswith("address ") else ln
+              for ln in (MOSQUITTO / "bridge.conf").read_text().splitlines()
+              if ln and not ln.startswith(("#", "remote_username", "remote_password"))]
+    b.conf.write_text(b.conf.read_text() + "\n".join(bridge) + "\n")
     return b
 
 
@@ -84,7 +98,7 @@ def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ah.Broke
     reason = ah.tool_missing("mosquitto")
     if reason:
         pytest.skip(reason)
-    a = ah.Broker(tmp_path_factory.mktemp("broker-a")).start()
+    a = fleet_broker(tmp_path_factory.mktemp("broker-a")).start()
     b = bridge_to(tmp_path_factory.mktemp("broker-b"), a).start()
     try:
         yield a, b

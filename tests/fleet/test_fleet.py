@@ -165,7 +165,10 @@ def test_five_boards_at_500_commands_per_second_lose_nothing(across, fresh_sims,
               f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms")
         for k, v in f.items():
             record_property(k, v)
-        assert f["lost"] == 0
+        # a loss is most often a broker queue overflowing: say so
+        dropped = [ln for b in bridged for ln in b.log.read_text(errors="replace").splitlines()
+                   if "dropped" in ln]
+        assert f["lost"] == 0, dropped[:5]
         assert all(r["ok"] for _, r in load.got.values())
         # the last command of every board is what its line shows
         last = "ON" if (PER_BOARD - 1) % 2 else "OFF"
