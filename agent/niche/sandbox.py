@@ -8,8 +8,11 @@ same way, in this order:
    network and its own mount table;
 2. left with only the descriptors it needs (the line, the value file):
    every other descriptor it inherited is closed;
-3. optionally chrooted into a directory (the sysfs backend: the line's own
-   ``gpioN`` directory);
+3. chrooted: into a directory it needs (the sysfs backend: the line's own
+   ``gpioN`` directory) or, with its own mount namespace, into an empty
+   read-only tmpfs that exists only there (the chardev and LED backends: a
+   descriptor is all they use), so no process holding a line sees the
+   host's files;
 4. given resource limits (no forks, few files);
 5. its capability bounding set emptied (``PR_CAPBSET_DROP`` of every
    capability, while it still has CAP_SETPCAP, i.e. before the UID
@@ -36,6 +39,10 @@ from .port import Process
 
 NAMESPACES = ("clone_newipc", "clone_newns", "clone_newnet", "clone_newpid", "clone_newuts")
 # High enough to collide with no account; below 2**31 - 1 (-1 means "unchanged").
+# covered, in the child's own mount namespace only, by the empty root (any
+# directory that exists on every board would do: this one does wherever the
+# port runs, and /proc/self/status is opened before)
+EMPTY_ROOT_AT = "/proc"
 UID_MIN, UID_MAX = 0x10000000, 0x7FFFFFF0
 # No forks (the count is per UID, and the UID is fresh), few descriptors.
 # Not RLIMIT_FSIZE: FUSE (the simulator) checks it on every write.
@@ -195,6 +202,13 @@ def sandbox(
         keep_only(child, keep_fds, timeout=timeout)
         # opened now, read after the drop: a chrooted process has no /proc
         status_fd = child.open("/proc/self/status", ["O_RDONLY", "O_CLOEXEC"], timeout=timeout)
+        if chroot is None and uid == 0 and "clone_newns" in namespaces:
+            # private first: a mount under a shared / would reach the host
+            child.mount("none", "/", "", ["MS_REC", "MS_PRIVATE"], "", timeout=timeout)
+            child.mount("niche-empty", EMPTY_ROOT_AT, "tmpfs",
+                        ["MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC"], "size=4k,mode=0555",
+                        timeout=timeout)
+            chroot = EMPTY_ROOT_AT
         if chroot is not None:
             child.chdir(chroot, timeout=timeout)
             child.chroot(".", timeout=timeout)

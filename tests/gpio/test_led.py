@@ -201,6 +201,15 @@ def test_holder_keeps_only_brightness(port: niche.Port, leds: Path) -> None:
                 pass
         files = {fd: t for fd, t in targets.items() if t.startswith("/")}
         assert files == {line.fd: str(leds / USR0 / "brightness")}, targets
+        # its root: an empty read-only tmpfs of its own mount namespace, not the host's /
+        assert os.stat(f"/proc/{pid}/root/") != os.stat("/")
+        assert os.listdir(f"/proc/{pid}/root/") == []
+        with pytest.raises(OSError):
+            line.process.open("/etc/passwd", ["O_RDONLY"], timeout=T)
+        mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        root = [m.split() for m in mounts if m.split()[4] == "/"]
+        assert root and "tmpfs" in root[-1] and "ro" in root[-1][5].split(","), root
+        assert "niche-empty" not in Path("/proc/self/mountinfo").read_text()  # nothing reached the host
 
 
 def test_led_by_name_prefers_first_present(port: niche.Port, tmp_path: Path) -> None:

@@ -41,9 +41,10 @@ def test_every_line_holder_in_the_guest_is_unprivileged(sim: Guest) -> None:  # 
         assert st["NoNewPrivs"] == "1", pid
         assert st["NSpid"].split() == [str(pid), "1"], pid  # its own PID namespace
         assert not mount_ids(sim, pid) & port_mounts, pid  # its own mount namespace
-    # the sysfs holder is chrooted into its gpioN directory (the chardev ones keep
-    # the guest's / inside their own mount namespace: docs/security.md)
-    roots = {pid: set(sim.root.readdir(f"/proc/{pid}/root", timeout=T)) for pid in holders}
+    # no holder sees the guest's /: the sysfs one is chrooted into its gpioN
+    # directory, the chardev ones into an empty tmpfs of their own mount namespace
+    roots = {pid: set(sim.root.readdir(f"/proc/{pid}/root", timeout=T)) - {".", ".."} for pid in holders}
     host = set(sim.root.readdir("/proc/self/root", timeout=T))
-    chrooted = [pid for pid, r in roots.items() if r != host]
-    assert len(chrooted) == 1 and "value" in roots[chrooted[0]], roots
+    assert all(r != host for r in roots.values()), roots
+    assert sorted("value" in r for r in roots.values()) == [False, False, True], roots
+    assert sum(r == set() for r in roots.values()) == 2, roots
