@@ -18,6 +18,8 @@ import importlib.util
 import json
 import subprocess
 import sys
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,26 @@ def bridged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ah.Broke
     finally:
         b.stop()
         a.stop()
+
+
+def reply_client(b: ah.Broker, on_message: Callable[..., None], name: str) -> tuple[Any, str]:
+    """A connected MQTT 5 client subscribed (QoS 1) to its own response topic
+    ``niche/_reply/<name>-<random>``, which it returns with the client."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    rt = f"niche/_reply/{name}-{uuid.uuid4().hex[:8]}"
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.max_queued_messages_set(0)
+    c.on_socket_open = ah._no_delay
+    c.on_message = on_message
+    sub = threading.Event()
+    c.on_subscribe = lambda *a: sub.set()
+    c.on_connect = lambda cl, *a: cl.subscribe(rt, 1)
+    c.connect(b.host, b.port)
+    c.loop_start()
+    assert sub.wait(10), f"no SUBACK for {rt}"
+    return c, rt
 
 
 def run_cli(b: ah.Broker, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ import agenthelpers as ah
 import fleethelpers as fh
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -96,20 +95,10 @@ class Load:
     """Acknowledged commands at a fixed rate, round-robin over boards; reply latencies."""
 
     def __init__(self, b: ah.Broker) -> None:
-        self.rt = f"niche/_reply/load-{uuid.uuid4().hex[:8]}"
         self.sent: dict[bytes, float] = {}
         self.got: dict[bytes, tuple[float, dict]] = {}
         self.lock = threading.Lock()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.max_queued_messages_set(0)
-        self.c.on_socket_open = ah._no_delay
-        self.c.on_message = self._on_message
-        sub = threading.Event()
-        self.c.on_subscribe = lambda *a: sub.set()
-        self.c.on_connect = lambda c, *a: c.subscribe(self.rt, 1)
-        self.c.connect(b.host, b.port)
-        self.c.loop_start()
-        assert sub.wait(10)
+        self.c, self.rt = fh.reply_client(b, self._on_message, "load")
 
     def _on_message(self, c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
         corr = m.properties.CorrelationData

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 
 import agenthelpers as ah
 import fleethelpers as fh
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -23,15 +21,7 @@ class Requester:
     def __init__(self, b: ah.Broker) -> None:
         self.replies: list[tuple[bytes | None, dict]] = []
         self.cond = threading.Condition()
-        self.rt = f"niche/_reply/test-{uuid.uuid4().hex[:8]}"
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.c.on_message = self._on_message
-        sub = threading.Event()
-        self.c.on_subscribe = lambda *a: sub.set()
-        self.c.on_connect = lambda c, *a: c.subscribe(self.rt, 1)
-        self.c.connect(b.host, b.port)
-        self.c.loop_start()
-        assert sub.wait(10)
+        self.c, self.rt = fh.reply_client(b, self._on_message, "test")
 
     def _on_message(self, c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
         with self.cond:
