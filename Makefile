@@ -16,7 +16,7 @@ HDRS     := $(wildcard port/*.h port/gen/*.h)
 GEN_IN   := port/calls.spec port/constants.spec tools/gen.py
 GEN_OUT  := port/gen/calls.h port/gen/calls.c port/gen/constants.c agent/niche/_calls.py docs/calls.md
 
-BOOTSTRAP_APT ?= fusermount3:fuse3 mosquitto:mosquitto mosquitto_pub:mosquitto-clients openssl:openssl \
+BOOTSTRAP_APT ?= fusermount3:fuse3 mosquitto:mosquitto mosquitto_pub:mosquitto-clients openssl:openssl systemd-analyze:systemd \
                  clang-14:clang-14 /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
 .PHONY: all gen cross test test-asan bench fuzz robustness demo clean bootstrap lint

@@ -52,6 +52,10 @@ BUTTON, BUTTON_LINE = "button", 8
 COLOURS = {"led1": "red", "led2": "yellow", "led3": "green", "led4": "dodger_blue1"}
 APT = {"fusermount3": "fuse3", "mosquitto": "mosquitto", "mosquitto_pub": "mosquitto-clients"}
 SBIN = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))
+# the main thread waits in slices: a Ctrl-C that the kernel hands to another
+# thread (paho's) only becomes a KeyboardInterrupt when the main thread next
+# runs Python code, and a lock wait is not interrupted for it
+WAIT_SLICE_S = 0.2
 
 
 def which(cmd: str) -> str | None:
@@ -413,8 +417,13 @@ class Demo:
         self.client.publish(f"{PREFIX}/gpio/{name}/{verb}", payload, qos=0)  # as mosquitto_pub
 
     def wait(self, pred, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
         with self.cond:
-            got = self.cond.wait_for(lambda: pred() or self.stop.is_set(), timeout)
+            while not (got := pred()) and not self.stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(min(left, WAIT_SLICE_S))
             return bool(got) and not self.stop.is_set()
 
     # -- the script -------------------------------------------------------------
@@ -516,7 +525,9 @@ class Demo:
             left = self.duration - (time.monotonic() - self.t0)
             if left > 0:
                 self.say(f"script done; watching for {left:.0f} s more (Ctrl-C stops)")
-                self.stop.wait(left)
+                deadline = time.monotonic() + left
+                while not self.stop.wait(WAIT_SLICE_S) and time.monotonic() < deadline:
+                    pass
         return 0
 
     def run_live(self) -> int:

@@ -34,6 +34,18 @@ from paho.mqtt.properties import Properties
 from .agent.config import ConfigError, MqttConfig, parse
 
 REPLY_ROOT = "niche/_reply"  # under niche/# so replies cross a `niche/# both` bridge
+# the main thread waits in slices: a Ctrl-C the kernel hands to paho's thread
+# only becomes a KeyboardInterrupt when the main thread next runs Python code
+WAIT_SLICE_S = 0.2
+
+
+def wait_event(ev: threading.Event, timeout: float) -> bool:
+    """ev.wait(timeout), interruptible by Ctrl-C within a slice."""
+    deadline = time.monotonic() + timeout
+    while not ev.wait(min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 class CliError(Exception):
@@ -109,8 +121,18 @@ class Session:
     def subscribe(self, *topics: str) -> None:
         rc, mid = self.c.subscribe([(t, 1) for t in topics])
         ev = self.acks.setdefault(mid, threading.Event())
-        if rc != mqtt.MQTT_ERR_SUCCESS or not ev.wait(10):
+        if rc != mqtt.MQTT_ERR_SUCCESS or not wait_event(ev, 10):
             raise CliError(f"could not subscribe to {', '.join(topics)}", 3)
+
+    def next(self, timeout: float) -> Msg:
+        """The next message within timeout s (else queue.Empty), Ctrl-C within a slice."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.q.get(timeout=min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise
 
     def collect(self, settle: float = 0.3, limit: float = 3.0) -> list[Msg]:
         """The messages (the retained ones first) until none came for `settle` s."""
@@ -118,7 +140,7 @@ class Session:
         end = time.monotonic() + limit
         while (left := end - time.monotonic()) > 0:
             try:
-                out.append(self.q.get(timeout=min(settle, left)))
+                out.append(self.next(min(settle, left)))
             except queue.Empty:
                 break
         return out
@@ -135,7 +157,7 @@ class Session:
         with self.spinner.running(f"waiting for {topic.rsplit('/', 3)[0]}"):
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    m = self.q.get(timeout=left)
+                    m = self.next(left)
                 except queue.Empty:
                     break
                 if m.topic == reply_topic and getattr(m.props, "CorrelationData", None) == corr:
@@ -159,7 +181,7 @@ class Spinner:
 
     def wait(self, ev: threading.Event, timeout: float, what: str) -> None:
         with self.running(what):
-            ev.wait(timeout)
+            wait_event(ev, timeout)
 
     def running(self, what: str) -> _Spin:
         return _Spin(self.enabled, what)
@@ -228,7 +250,7 @@ def cmd_get(s: Session, ns: argparse.Namespace) -> dict[str, Any]:
     s.subscribe(topic)
     with s.spinner.running(f"reading {topic}"):
         try:
-            m = s.q.get(timeout=ns.timeout)
+            m = s.next(ns.timeout)
         except queue.Empty:
             raise CliError(f"no state on {topic} within {ns.timeout:g} s (no such board or line?)",
                            3) from None
@@ -284,7 +306,7 @@ def cmd_watch(s: Session, ns: argparse.Namespace) -> None:
         if left is not None and left <= 0:
             break
         try:
-            m = s.q.get(timeout=left if left is not None else 1.0)
+            m = s.next(left if left is not None else 1.0)
         except queue.Empty:
             continue
         sp = _split(ns.template, m.topic)
