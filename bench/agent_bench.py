@@ -50,7 +50,7 @@ WINDOW = 400  # sustained run: commands published but not yet answered, at most
 RSS_LIMIT_KB = 40 * 1024
 ONLINE_LIMIT_MS = 1000
 P99_LIMIT_MS = 10.0
-RATE_TARGET = 2000
+RATE_TARGET = 5000  # issue 11 (was 2,000, issue 6)
 WORKER_TIMEOUT = 120.0
 
 sys.path.insert(0, str(ROOT / "agent"))
