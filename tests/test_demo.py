@@ -50,6 +50,17 @@ def cannot_run() -> str | None:
 needs_demo = pytest.mark.skipif(cannot_run() is not None, reason=cannot_run() or "")
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_the_demo():
+    """A demo started with SIGINT ignored keeps ignoring it (Python installs its
+    Ctrl-C handler only over SIG_DFL), and a non-interactive shell starts its
+    background jobs so: pytest run with `&` would pass that on. A handler here
+    is reset to SIG_DFL in the exec'd demo, as in a terminal."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
