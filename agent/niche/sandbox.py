@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from .port import Process
 
 NAMESPACES = ("clone_newipc", "clone_newns", "clone_newnet", "clone_newpid", "clone_newuts")
-# High enough to collide with no account; below 2**31 - 1 (-1 means "unchanged").
-# covered, in the child's own mount namespace only, by the empty root (any
+# Covered, in the child's own mount namespace only, by the empty root (any
 # directory that exists on every board would do: this one does wherever the
-# port runs, and /proc/self/status is opened before)
+# port runs, and /proc/self/status is opened before).
 EMPTY_ROOT_AT = "/proc"
+# High enough to collide with no account; below 2**31 - 1 (-1 means "unchanged").
 UID_MIN, UID_MAX = 0x10000000, 0x7FFFFFF0
 # No forks (the count is per UID, and the UID is fresh), few descriptors.
 # Not RLIMIT_FSIZE: FUSE (the simulator) checks it on every write.
