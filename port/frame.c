@@ -8,17 +8,16 @@
 
 #include "niche.h"
 
-static void up_writev(struct niche_state *s, struct iovec *iov, int n)
+static void up_write_all(struct niche_state *s, struct iovec *iov, int n)
 {
-    if (s->uplink_dead)
-        return;
-    while (n > 0) {
+    while (n > 0 && !s->uplink_dead) {
         ssize_t w = writev(s->out_fd, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
             /* The parent is gone: nothing we write can be delivered. */
             s->uplink_dead = 1;
+            s->upq.len = 0;
             begin_shutdown(s, 0);
             return;
         }
@@ -32,6 +31,38 @@ static void up_writev(struct niche_state *s, struct iovec *iov, int n)
             iov->iov_len -= w;
         }
     }
+}
+
+/* Small frames up are gathered while the loop works through what one
+ * wake-up brought, and leave in one write (up_flush, before the loop waits
+ * again): a pipelined batch of calls costs one write up, not one per reply.
+ * A big frame (stdio data) goes out at once, behind what is queued. */
+void up_flush(struct niche_state *s)
+{
+    if (!s->upq.len)
+        return;
+    struct iovec iov = {s->upq.p, s->upq.len};
+    up_write_all(s, &iov, 1);
+    s->upq.len = 0;
+}
+
+static void up_writev(struct niche_state *s, struct iovec *iov, int n)
+{
+    if (s->uplink_dead)
+        return;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (total <= NICHE_UPQ_FRAME && s->upq.len + total <= NICHE_UPQ_MAX) {
+        for (int i = 0; i < n; i++)
+            nbuf_put(&s->upq, iov[i].iov_base, iov[i].iov_len);
+        return;
+    }
+    struct iovec all[3] = {{s->upq.p, s->upq.len}};
+    for (int i = 0; i < n && i < 2; i++)
+        all[i + 1] = iov[i];
+    up_write_all(s, all, n + 1);
+    s->upq.len = 0;
 }
 
 static void mkhdr(unsigned char *h, int type, int depth, size_t len)

@@ -504,6 +504,7 @@ void sig_update(struct niche_state *s)
 
 void exec_prepare(struct niche_state *s)
 {
+    up_flush(s); /* replies to the calls before this one */
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -553,6 +554,7 @@ static void child_start(struct niche_state *s, int ctl, int in, int out, int err
     s->htab = NULL;
     s->ccap = s->hcap = 0;
     s->in.len = s->in_off = 0;
+    s->upq.len = 0; /* the parent's frames, for the parent's link */
     s->resyncing = 0;
     s->nwatch = 0; /* the parent's watches stay the parent's */
     for (size_t i = 0; i < NICHE_FILTER_BYTES; i++) /* inherited, never lifted */
@@ -670,6 +672,7 @@ void niche_loop(struct niche_state *s)
     struct epoll_event ev[64];
     int killed = 0;
     for (;;) {
+        up_flush(s);
         if (s->shutting_down && s->nchild == 0) {
             if (s->reexec)
                 port_reexec(s); /* a new session: a fresh port (frame.c hello) */

@@ -15,6 +15,8 @@
 #define NICHE_HDR 8
 #define NICHE_MAX_FRAME (256 * 1024 + 1024) /* frames sent down */
 #define NICHE_READ_CHUNK 65536               /* stdout/stderr read size */
+#define NICHE_UPQ_FRAME 4096                 /* frames up at most this big are queued */
+#define NICHE_UPQ_MAX 65536                  /* ... into a queue of at most this (up_flush) */
 #define NICHE_MAXARGS 8
 #define NICHE_GRACE_MS 5000 /* before SIGKILL of exec'd children at shutdown */
 
@@ -115,6 +117,7 @@ struct niche_state {
     sigset_t sigmask; /* signals read from sfd: SIGCHLD + trapped */
     unsigned char sigdisp[65]; /* per signal: 0 dfl, 1 ign, 2 info */
     struct nbuf in;            /* frames from the parent */
+    struct nbuf upq;           /* frames up not written yet (frame.c up_flush) */
     size_t in_off;
     struct child **child; /* dense array */
     size_t nchild, ccap;
@@ -180,6 +183,7 @@ void up_reply_msg(struct niche_state *s, uint32_t id, int status, const char *ms
 void up_protoerr(struct niche_state *s, const char *msg);
 void up_event(struct niche_state *s, int type, pid_t pid, const struct nbuf *term);
 void up_forward(struct niche_state *s, pid_t pid, const unsigned char *frame, size_t len);
+void up_flush(struct niche_state *s);
 int frame_header_ok(const unsigned char *p, size_t avail, int down, uint32_t *len);
 void handle_down(struct niche_state *s, const unsigned char *f, size_t len);
 void hello_reply(struct niche_state *s, int session, uint32_t nonce);
