@@ -111,3 +111,36 @@ def test_replies_before_an_execve_in_the_batch_are_not_lost(raw):
     assert got[10].status == p.ST_OK
     ev = raw.next(lambda m: isinstance(m, p.Event) and not m.gone)
     assert ev.event == ("exit_status", 0)
+
+
+def _fork(raw, chain=()) -> int:
+    _, f = raw.call(chain, "fork")
+    raw.write(f)
+    (r,) = raw.replies(1)
+    assert r.status == p.ST_OK
+    return r.value
+
+
+def test_a_batch_down_a_chain_gets_every_reply_in_order(raw):
+    """Frames through a chain, mixed with the port's own, in one write."""
+    a = _fork(raw)
+    b = _fork(raw, (a,))
+    calls = [raw.call(c, "getpid") for _ in range(100) for c in ((a,), (a, b), ())]
+    raw.write(b"".join(f for _, f in calls))
+    got = raw.replies(300)
+    for chain, pid in (((a,), a), ((a, b), b), ((), raw.proc.pid)):  # in order per process
+        want = [rid for (rid, _), c in zip(calls, [(a,), (a, b), ()] * 100, strict=True) if c == chain]
+        assert [r.id for r in got if r.chain == chain] == want
+        assert {r.value for r in got if r.chain == chain} == {pid}
+
+
+def test_calls_to_a_child_before_an_exit_in_the_batch_are_answered(raw):
+    """The port's exit comes after the calls it read before it: they reach
+    the child before its end of file."""
+    a = _fork(raw)
+    calls = [raw.call((a,), "getpid") for _ in range(20)]
+    ex = raw.call((), "exit", p.term_int(0))
+    raw.write(b"".join(f for _, f in [*calls, ex]))
+    got = {r.id: r for r in raw.replies(21)}
+    assert [(got[rid].status, got[rid].value) for rid, _ in calls] == [(p.ST_OK, a)] * 20
+    assert raw.proc.wait(15) == 0
