@@ -118,6 +118,19 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used so far."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        try:
+            st = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        f = st[st.rindex(")") + 2 :].split()
+        total += int(f[11]) + int(f[12])
+    return total / tick
+
+
 def comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -310,6 +323,11 @@ def w_agent(budget: float, nodelay: bool = False) -> dict:
             def count_answers() -> int:
                 return seen() - seen0
 
+            who = {"agent": [agent.pid], "port and holders": descendants(agent.pid),
+                   "simulator": [sim.proc.pid] + descendants(sim.proc.pid),
+                   "broker": [broker.pid], "bench client": [os.getpid()]}
+            cpu0 = {k: cpu_s(v) for k, v in who.items()}
+
             t1 = now()
             i = 0
             pub_until = t1 + max(2 * budget, 2.0)
@@ -329,6 +347,8 @@ def w_agent(budget: float, nodelay: bool = False) -> dict:
             deadline = now() + 20
             while count_answers() < total and now() < deadline:
                 time.sleep(0.01)
+            t_cpu = now() - t1
+            cpu = {k: (cpu_s(v) - cpu0[k]) / t_cpu for k, v in who.items()}
             with col.cond:
                 msgs = col.msgs[mk:]
             states = [m for m in msgs if m[0] in state_topics]
@@ -348,6 +368,7 @@ def w_agent(budget: float, nodelay: bool = False) -> dict:
                 "last_ok": last == want_last,
                 "levels_ok": levels == [("1" if w == b"ON" else "0") for w in want_last],
                 "errors": len(errors), "error_sample": [m[1].decode(errors="replace") for m in errors[:2]],
+                "cpu": cpu,
             }
             out["rss_after"] = rss()
 
@@ -452,6 +473,9 @@ def rows_of(res: dict, nodelay: bool = False) -> list[dict]:
         f"got one state per command: {s['per_line_ok']}, last state right: {s['last_ok']}, level in "
         f"MOUNT/sim/N right: {s['levels_ok']}; messages on error: {s['errors']}"
         + (f" ({s['error_sample']})" if s["errors"] else ""))
+    if s.get("cpu"):
+        r["notes"].append("CPU while it ran, of one core: " + ", ".join(
+            f"{k} {v:.0%}" for k, v in s["cpu"].items()) + f" (the machine has {os.cpu_count()})")
     rows.append(r)
     if not nodelay:
         a, b = d["rss_start"], d["rss_after"]
