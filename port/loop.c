@@ -204,6 +204,14 @@ void child_stdin_kick(struct niche_state *s, struct child *c)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            /* A full pipe: the program is fed a stream. A bigger pipe means
+             * fewer wake-ups of it and of us; only for streams, so idle
+             * children do not count against pipe-user-pages-soft. */
+            if (errno == EAGAIN && !c->in_grown) {
+                c->in_grown = 1;
+                if (fcntl(c->in, F_SETPIPE_SZ, NICHE_STDIN_PIPE) > 0)
+                    continue;
+            }
             if (errno == EAGAIN)
                 break;
             stdin_fail(s, c, errno);

@@ -15,6 +15,7 @@
 #define NICHE_HDR 8
 #define NICHE_MAX_FRAME (256 * 1024 + 1024) /* frames sent down */
 #define NICHE_READ_CHUNK 65536               /* stdout/stderr read size */
+#define NICHE_STDIN_PIPE (1 << 20)           /* a child's stdin pipe once a stream fills it */
 #define NICHE_UPQ_FRAME 4096                 /* frames up at most this big are queued */
 #define NICHE_UPQ_MAX 65536                  /* ... into a queue of at most this (up_flush) */
 #define NICHE_MAXARGS 8
@@ -96,6 +97,7 @@ struct child {
     uint32_t exec_id;
     int eof_pending; /* close stdin once the queue drains */
     int in_watched, out_paused;
+    int in_grown; /* its stdin pipe was made NICHE_STDIN_PIPE big (or tried) */
     size_t idx; /* in niche_state.child */
     struct nbuf rbuf;   /* partial frames read from ctl */
     struct nbuf wq;     /* frames queued down to ctl */

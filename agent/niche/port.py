@@ -139,8 +139,10 @@ class Port(PortCalls, HighLevel):
         self._rlock = threading.Lock()
         self._cv = threading.Condition(threading.Lock())
         self._pending: dict[int, _Waiter] = {}
-        self._out: dict[tuple[int, ...], bytearray] = {}
-        self._err: dict[tuple[int, ...], bytearray] = {}
+        # output that arrived and was not taken yet, per process: the chunks
+        # as they came (joined when taken: one copy)
+        self._out: dict[tuple[int, ...], list[bytes]] = {}
+        self._err: dict[tuple[int, ...], list[bytes]] = {}
         self._events: dict[tuple[int, ...], deque[Event]] = {}
         self._decoder = _p.Decoder()
         self._hello: _p.Hello | None = None
@@ -370,7 +372,8 @@ class Port(PortCalls, HighLevel):
                 w.status, w.value, w.done = m.status, m.value, True
         elif isinstance(m, _p.Output):
             bufs = self._out if m.stream == _p.STDOUT else self._err
-            bufs.setdefault(m.chain, bytearray()).extend(m.data)
+            if m.data:
+                bufs.setdefault(m.chain, []).append(m.data)
         elif isinstance(m, _p.Event):
             # GONE needs nothing here: the port answers every call that was
             # in flight to the process with ST_EXITED before it sends GONE.
@@ -500,13 +503,15 @@ class Port(PortCalls, HighLevel):
                 for rid, _, _ in inflight:
                     self._pending.pop(rid, None)
 
-    def _take(self, bufs: dict[tuple[int, ...], bytearray], chain: Chain, timeout: float) -> bytes:
+    def _take(self, bufs: dict[tuple[int, ...], list[bytes]], chain: Chain, timeout: float) -> bytes:
         key = _p.check_chain(chain)
         deadline = time.monotonic() + max(timeout, 0)
         self._wait_for(lambda: bool(bufs.get(key)), deadline)
         with self._cv:
             got = bufs.pop(key, None)
-        return bytes(got) if got else b""
+        if not got:
+            return b""
+        return got[0] if len(got) == 1 else b"".join(got)
 
     def stdout(self, chain: Chain, timeout: float = 0) -> bytes:
         """Output of the exec'd process that arrived within timeout seconds,

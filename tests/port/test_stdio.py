@@ -405,3 +405,32 @@ def test_exec_d_program_starts_with_default_signals(port, depth):
     out, ev = read_all_until_exit(port, chain[:-1] + [c])
     assert (out, ev) == (b"y\n" * 5, ("exit_status", 0))
     assert port.stderr(chain[:-1] + [c], timeout=0) == b""
+
+
+def _stdin_pipe_size(pid: int) -> int:
+    import fcntl
+
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(fd)
+
+
+def test_a_stream_gets_a_big_stdin_pipe_and_an_idle_program_does_not(port):
+    """A program fed a stream that fills its stdin pipe gets a 1 MiB pipe
+    (fewer wake-ups); one that is never fed keeps the kernel's default, so
+    idle children do not count against the user's pipe-user-pages-soft."""
+    fed, idle = port.fork([], timeout=T), port.fork([], timeout=T)
+    for c in (fed, idle):
+        port.execvp([c], "sh", ["sh", "-c", "sleep 0.5; exec wc -c"], timeout=T)
+    default = _stdin_pipe_size(idle)
+    data = os.urandom(3 << 20)
+    port.stdin([fed], data, timeout=60)
+    assert _stdin_pipe_size(fed) == 1 << 20 > default
+    assert _stdin_pipe_size(idle) == default
+    port.eof([fed], timeout=T)
+    out = b""
+    while not out.endswith(b"\n"):
+        out += port.stdout([fed], timeout=T)
+    assert int(out) == len(data)
