@@ -44,6 +44,7 @@ START_TIMEOUT = 10.0
 SESSION_END = 11.0  # the port's two grace periods (port/niche.h NICHE_GRACE_MS)
 STDIN_WINDOW = 4  # pieces of STDIN_CHUNK in flight per stdin() call
 PIPE_SIZE = 1 << 20  # the port's stdin/stdout pipes
+READ_SMALL, READ_BULK = 1 << 16, 1 << 18  # bytes per read of the port's output (_read_some)
 
 
 class PortError(Exception):
@@ -145,6 +146,7 @@ class Port(PortCalls, HighLevel):
         self._err: dict[tuple[int, ...], list[bytes]] = {}
         self._events: dict[tuple[int, ...], deque[Event]] = {}
         self._decoder = _p.Decoder()
+        self._rsize = READ_SMALL
         self._hello: _p.Hello | None = None
         self._closed: PortClosed | None = None
         self._sleepers = 0  # threads waiting on _cv for the reader
@@ -287,7 +289,7 @@ class Port(PortCalls, HighLevel):
             if not select.select([self._rfd], [], [], max(left, 0))[0]:
                 return
         try:
-            data = os.read(self._rfd, 1 << 18)
+            data = os.read(self._rfd, self._rsize)
         except BlockingIOError:
             return
         except OSError as e:
@@ -295,6 +297,10 @@ class Port(PortCalls, HighLevel):
             why = f"reading from the port failed: {e}"
         else:
             why = "the port exited"
+        # A small read unless the last one filled its buffer (bulk output):
+        # os.read() allocates its whole size, and above glibc's mmap threshold
+        # (128 KiB) that is an mmap and munmap per call, 10 us on a 22-byte reply.
+        self._rsize = READ_BULK if len(data) == self._rsize else READ_SMALL
         if not data:
             self._set_closed(why)
             return
