@@ -47,6 +47,8 @@ LABEL = "niche-sim"
 OUT_LINE, RAW_LINE, IN_LINE = 8, 9, 10  # gpio-sim lines nothing else in the guest uses
 SIM_LINE, SIM_RAW_LINE, SIM_PIPE_LINE = 0, 1, 2  # simulator lines (host)
 PIPE_LINE = 11  # the guest's line for pipelined toggles
+LOCAL_LINE = 12  # the guest's line for the local-port path (G2g)
+LOCAL_FD = 100  # the line's descriptor in the guest's local port (bench/gpio_toggle.c port)
 PIPE_DEPTH = 64  # pipelined writes in flight (gpio.request(pipeline=...))
 PIPE_BURST = 64  # pipelined set()s per timed call, then sync(): every one confirmed in its slice
 EDGES_N = 1000  # pulls of the 1 kHz row
@@ -199,6 +201,14 @@ def serial_vmin1(port: Any) -> bool:
     return True
 
 
+def slice_rates(text: str, tag: str) -> dict:
+    """The median, least and most of gpio_toggle's "TAG N NS" lines, per second."""
+    rates = sorted(int(a) / (int(b) / 1e9) for a, b in re.findall(rf"^{tag} (\d+) (\d+)", text, re.M))
+    if not rates:
+        raise RuntimeError(f"gpio_toggle printed no {tag} lines: {text!r}")
+    return {"value": rates[len(rates) // 2], "min": rates[0], "max": rates[-1]}
+
+
 def run_in_guest(port: Any, argv: list[str], timeout: float) -> tuple[str, tuple]:
     """fork a child of the guest's port, execve argv in it; (stdout, exit event)."""
     c = port.fork([], timeout=SERIAL_T)
@@ -318,13 +328,33 @@ def w_vm(budget: float) -> dict:
         slices = 5
         text, ev = run_in_guest(port, [GUEST_BIN, "toggle", chip.path, str(RAW_LINE), str(slices),
                                        str(max(50, int(budget * 1000 / slices)))], 30 + budget)
-        rates = [int(a) / (int(b) / 1e9) for a, b in re.findall(r"slice (\d+) (\d+)", text)]
-        if ev != ("exit_status", 0) or not rates:
+        if ev != ("exit_status", 0):
             raise RuntimeError(f"gpio_toggle toggle: {ev} {text!r}")
-        rates.sort()
         level = re.search(r"level (\d)", text)
-        out["vm_raw"] = {"value": rates[len(rates) // 2], "min": rates[0], "max": rates[-1],
+        out["vm_raw"] = {**slice_rates(text, "slice"),
                          "level_ok": bool(level) and sim_value(RAW_LINE) == level.group(1)}
+
+        # -- the local-port path: a port started in the guest by a C client there
+        # (what niche-agent on the board does), the ioctl frames encoded here
+        fork_f = _p.encode_call(1, (), CALLS["fork"], ())
+        set_f = [_p.encode_call(1, (1,), CALLS["ioctl"], (
+            _p.arg_int(LOCAL_FD, "fd"), _p.arg_const("GPIO_V2_LINE_SET_VALUES_IOCTL", "request", "ioctl"),
+            _p.arg_cstruct(packed[v], "argp"))) for v in (0, 1)]
+        text, ev = run_in_guest(port, [GUEST_BIN, "port", "/niche-port", chip.path, str(LOCAL_LINE),
+                                       str(slices), str(max(50, int(budget * 1000 / slices))),
+                                       str(PIPE_BURST), fork_f.hex(), set_f[0].hex(), set_f[1].hex()],
+                                60 + 2 * budget)
+        level = re.search(r"level (\d)", text)
+        if ev != ("exit_status", 0) or not level:
+            raise RuntimeError(f"gpio_toggle port: {ev} {text!r}")
+        level_ok = sim_value(LOCAL_LINE) == level.group(1)
+        for key, tag in (("vm_local", "slice"), ("vm_local_pipe", "pslice")):
+            out[key] = {**slice_rates(text, tag), "level_ok": level_ok}
+        text, ev = run_in_guest(port, [GUEST_BIN, "pingpong", str(slices),
+                                       str(max(50, int(budget * 1000 / slices)))], 30 + budget)
+        if ev != ("exit_status", 0):
+            raise RuntimeError(f"gpio_toggle pingpong: {ev} {text!r}")
+        out["vm_pingpong"] = slice_rates(text, "slice")
 
         # -- edges: an input line waiting in edges(), its pull written through the port
         inp = gpio.request(port, f"{LABEL}:{IN_LINE}", direction="in", edge="both", timeout=SERIAL_T)
@@ -479,20 +509,28 @@ def vm_rows(res: dict) -> list[dict]:
         "G2p": f"GPIO toggles, VM x86_64 gpio-sim (chardev): pipelined line.set() over the serial line "
                f"(pipeline={PIPE_DEPTH})",
         "G2l": "serial line's frame rate: host->guest bytes/s / bytes per toggle frame",
-        "G2g": "GPIO toggles, VM x86_64 gpio-sim (chardev): line.set() via a port local to the guest",
+        "G2g": "GPIO toggles, VM x86_64 gpio-sim (chardev): via a port local to the guest, "
+               "one call at a time",
+        "G2f": "diagnostic: pipe ping-pong between two processes in the guest (22 B)",
+        "G2gp": "GPIO toggles, VM x86_64 gpio-sim (chardev): via a port local to the guest, "
+                f"pipelined ({PIPE_BURST} calls, then their replies)",
         "G3": "edge latency: gpio-sim pull write (via port) -> Python edge, p50",
         "G3b": "edge latency, p99",
         "G4": f"edges at 1 kHz ({EDGES_N} pulls in the guest): kernel edge events -> Python",
     }
     units = {"G2": "toggles/s", "G2d": "calls/s", "G2s": "calls/s", "G2p": "toggles/s",
-             "G2l": "toggles/s", "G2g": "toggles/s", "G3": "ms", "G3b": "ms", "G4": "edges"}
+             "G2l": "toggles/s", "G2g": "toggles/s", "G2gp": "toggles/s", "G2f": "round trips/s",
+             "G3": "ms", "G3b": "ms", "G4": "edges"}
     keys = {"G2": "gpio_vm", "G2d": "gpio_vm_ioctl", "G2s": "gpio_vm_getpid", "G2p": "gpio_vm_pipe",
-            "G2l": "gpio_vm_line_limit", "G2g": "gpio_vm_local", "G3": "gpio_edge_p50",
+            "G2l": "gpio_vm_line_limit", "G2g": "gpio_vm_local", "G2gp": "gpio_vm_local_pipe",
+            "G2f": "gpio_vm_pingpong",
+            "G3": "gpio_edge_p50",
             "G3b": "gpio_edge_p99", "G4": "gpio_edges_1khz"}
     targets = {"G2": f">= {TOGGLE_TARGET:.0%} of raw", "G2d": "—", "G2s": "— (transport floor)",
                "G2p": f">= {PIPE_X}x line.set() (issue 11: 1.2k/s -> 12k/s) or >= {PIPE_LIMIT:.0%} "
                       "of the line's frame rate",
                "G2l": "— (report)", "G2g": f">= {TOGGLE_TARGET:.0%} of raw",
+               "G2gp": f">= {TOGGLE_TARGET:.0%} of raw", "G2f": "— (floor of G2g)",
                "G3": "— (report)", "G3b": "— (report)", "G4": "none lost"}
 
     def base(k: str, **kw: Any) -> dict:
@@ -542,9 +580,26 @@ def vm_rows(res: dict) -> list[dict]:
         f"/dev/null, slices interleaved with G2p's) / {ln['frame']} B per toggle frame (the "
         "ioctl call as encoded); replies go the other way, on their own direction of the line"]
         + noisy({k: v / ln["frame"] for k, v in ln.items() if k in ("min", "max")}, "toggles/s")))
-    rows.append(base("G2g", result="MISS", notes=[
-        "not built: it needs a client of the port inside the guest (the guest's initramfs has no "
-        "Python, and there is no C client of the protocol yet)"]))
+    for k, key in (("G2g", "vm_local"), ("G2gp", "vm_local_pipe")):
+        x = d[key]
+        r = base(k, value=x["value"], baseline=raw["value"], baseline_name="raw ioctl loop in guest")
+        r["result"] = "PASS" if x["value"] >= TOGGLE_TARGET * raw["value"] and x["level_ok"] else "MISS"
+        if k == "G2g":
+            r["notes"].append(
+                "bench/gpio_toggle.c `port` in the guest: it requests the line, starts the guest's "
+                "/niche-port on two pipes with the line's descriptor, forks a child of it and sends "
+                "GPIO_V2_LINE_SET_VALUES_IOCTL calls to that child (depth 1, as a line holder is), "
+                "frames encoded by niche.protocol on the host; every reply checked; same raw loop "
+                "as row G2")
+        if not x["level_ok"]:
+            r["notes"].append("gpio-sim's sim_gpioN/value did not show the last level written")
+        r["notes"] += noisy(x, "toggles/s")
+        rows.append(r)
+    pp = d["vm_pingpong"]
+    rows.append(base("G2f", value=pp["value"], result="—", notes=[
+        "bench/gpio_toggle.c `pingpong`: what one local round trip between two processes costs in "
+        "this guest (TCG: a context switch flushes the emulated TLB); G2g makes two per toggle "
+        "(client -> port -> holder and back)"] + noisy(pp, "round trips/s")))
     e = d["edge_lat"]
     note = (f"{e['n']} edges; host time from the pull write call to the edge in line.edges(): two "
             f"serial hops (the write call's round trip alone: p50 {e['write_p50_ms']:.2f} ms) and the "
