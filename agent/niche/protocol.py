@@ -351,6 +351,13 @@ def reply_int(data: bytes) -> tuple[int, int, int] | None:
     return (rid, status, value) if tag == b"i" else None
 
 
+@dataclass(slots=True)
+class _OutputRun:  # Decoder.feed: output frames not joined yet
+    chain: tuple[int, ...]
+    stream: int
+    parts: list[memoryview]
+
+
 class Decoder:
     """Feed it bytes from the port; it returns whole messages.
 
@@ -384,10 +391,20 @@ class Decoder:
                 break
             body = off + HDR + 4 * depth
             chain = struct.unpack_from(f">{depth}i", buf, off + HDR) if depth else ()
-            out.append(self._message(ftype, chain, buf, body, end))
+            if ftype in (STDOUT, STDERR):
+                # a run of output frames of one process and stream becomes one
+                # Output, joined once (bulk output comes as 64 KiB frames)
+                last = out[-1] if out else None
+                if isinstance(last, _OutputRun) and last.chain == chain and last.stream == ftype:
+                    last.parts.append(memoryview(buf)[body:end])
+                else:
+                    out.append(_OutputRun(chain, ftype, [memoryview(buf)[body:end]]))
+            else:
+                out.append(self._message(ftype, chain, buf, body, end))
             off = end
         self._buf = bytearray(memoryview(buf)[off:]) if off < n else bytearray()
-        return out
+        return [Output(m.chain, m.stream, b"".join(m.parts)) if isinstance(m, _OutputRun) else m
+                for m in out]
 
     @staticmethod
     def _message(ftype: int, chain: tuple[int, ...], buf: bytes | bytearray, b: int, end: int) -> Message:
@@ -399,8 +416,6 @@ class Decoder:
             if off != end:
                 raise CodecError("trailing bytes after a reply")
             return Reply(chain, req_id, status, value)
-        if ftype in (STDOUT, STDERR):
-            return Output(chain, ftype, memoryview(buf)[b:end].tobytes())
         if ftype in (EVENT, GONE):
             value, _ = decode_term(buf, b, end)
             return Event(chain, event_tuple(value), ftype == GONE)
