@@ -68,6 +68,32 @@ def test_output_event_gone_hello_protoerr():
     ]
 
 
+@given(st.lists(st.tuples(st.sampled_from([(1,), (2,), (1, 3)]), st.sampled_from([p.STDOUT, p.STDERR]),
+                          st.binary(min_size=1, max_size=40)), max_size=30), st.integers(1, 200))
+def test_output_runs_are_joined_in_order_and_lose_nothing(frames, cut):
+    """Consecutive output frames of one process and stream in one read come
+    out as one Output; what each process wrote on each stream is unchanged."""
+    data = b"".join(up(s, list(c), b) + up(p.EVENT, [9], enc([b"exit_status", 0])) * (i % 7 == 6)
+                    for i, (c, s, b) in enumerate(frames))
+    d = p.Decoder()
+    got = []
+    for i in range(0, len(data), cut):
+        got += d.feed(data[i : i + cut])
+    outs = [m for m in got if isinstance(m, p.Output)]
+    for key in {(c, s) for c, s, _ in frames}:
+        assert b"".join(m.data for m in outs if (m.chain, m.stream) == key) == \
+            b"".join(b for c, s, b in frames if (c, s) == key)
+    assert len([m for m in got if isinstance(m, p.Event)]) == len(frames) // 7
+
+
+def test_output_frames_of_one_read_become_one_output():
+    d = p.Decoder()
+    msgs = d.feed(up(p.STDOUT, [5], b"a") + up(p.STDOUT, [5], b"b") + up(p.STDERR, [5], b"c")
+                  + up(p.STDOUT, [5], b"d") + up(p.STDOUT, [6], b"e"))
+    assert msgs == [p.Output((5,), p.STDOUT, b"ab"), p.Output((5,), p.STDERR, b"c"),
+                    p.Output((5,), p.STDOUT, b"d"), p.Output((6,), p.STDOUT, b"e")]
+
+
 def test_garbage_before_a_frame_is_skipped_and_counted():
     d = p.Decoder()
     good = up(p.STDOUT, [1], b"x")
