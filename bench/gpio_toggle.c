@@ -52,17 +52,25 @@ static int die(const char *what) {
     return 1;
 }
 
-static int toggle(const char *chip, int offset, int slices, int slice_ms) {
+/* OFFSET of CHIP requested as an output: the line's descriptor, or -1. */
+static int request_output(const char *chip, int offset, const char *consumer) {
     int cfd = open(chip, O_RDWR | O_CLOEXEC);
-    if (cfd < 0) return die("open chip");
+    if (cfd < 0) return die("open chip"), -1;
     struct gpio_v2_line_request req;
     memset(&req, 0, sizeof req);
     req.offsets[0] = (unsigned)offset;
     req.num_lines = 1;
-    strcpy(req.consumer, "bench-raw");
+    strncpy(req.consumer, consumer, sizeof req.consumer - 1);
     req.config.flags = GPIO_V2_LINE_FLAG_OUTPUT;
-    if (ioctl(cfd, GPIO_V2_GET_LINE_IOCTL, &req) < 0) return die("GPIO_V2_GET_LINE_IOCTL");
+    int r = ioctl(cfd, GPIO_V2_GET_LINE_IOCTL, &req);
+    if (r < 0) die("GPIO_V2_GET_LINE_IOCTL");
     close(cfd);
+    return r < 0 ? -1 : req.fd;
+}
+
+static int toggle(const char *chip, int offset, int slices, int slice_ms) {
+    int lfd = request_output(chip, offset, "bench-raw");
+    if (lfd < 0) return 1;
     struct gpio_v2_line_values v = {.bits = 0, .mask = 1};
     unsigned long long level = 0;
     for (int s = 0; s < slices; s++) {
@@ -72,7 +80,7 @@ static int toggle(const char *chip, int offset, int slices, int slice_ms) {
             for (int i = 0; i < 64; i++) {
                 level ^= 1;
                 v.bits = level;
-                if (ioctl(req.fd, GPIO_V2_LINE_SET_VALUES_IOCTL, &v) < 0) return die("SET_VALUES");
+                if (ioctl(lfd, GPIO_V2_LINE_SET_VALUES_IOCTL, &v) < 0) return die("SET_VALUES");
             }
             n += 64;
             t = now_ns();
@@ -81,7 +89,7 @@ static int toggle(const char *chip, int offset, int slices, int slice_ms) {
     }
     printf("level %llu\n", level);
     fflush(stdout);
-    close(req.fd);
+    close(lfd);
     return 0;
 }
 
@@ -176,18 +184,10 @@ static int port_toggles(char **a) {
     size_t set_n[2] = {unhex(a[7], set_f[0], sizeof set_f[0]), unhex(a[8], set_f[1], sizeof set_f[1])};
     if (burst < 1 || burst > 256) { errno = EINVAL; return die("BURST"); }
 
-    int cfd = open(chip, O_RDWR | O_CLOEXEC);
-    if (cfd < 0) return die("open chip");
-    struct gpio_v2_line_request req;
-    memset(&req, 0, sizeof req);
-    req.offsets[0] = (unsigned)offset;
-    req.num_lines = 1;
-    strcpy(req.consumer, "bench-port");
-    req.config.flags = GPIO_V2_LINE_FLAG_OUTPUT;
-    if (ioctl(cfd, GPIO_V2_GET_LINE_IOCTL, &req) < 0) return die("GPIO_V2_GET_LINE_IOCTL");
-    close(cfd);
-    if (dup2(req.fd, 100) < 0) return die("dup2"); /* without close-on-exec: the port gets it */
-    close(req.fd);
+    int lfd = request_output(chip, offset, "bench-port");
+    if (lfd < 0) return 1;
+    if (dup2(lfd, 100) < 0) return die("dup2"); /* without close-on-exec: the port gets it */
+    close(lfd);
 
     int down[2], up[2];
     if (pipe2(down, O_CLOEXEC) < 0 || pipe2(up, O_CLOEXEC) < 0) return die("pipe");
