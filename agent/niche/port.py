@@ -42,7 +42,7 @@ __all__ = [
 
 START_TIMEOUT = 10.0
 SESSION_END = 11.0  # the port's two grace periods (port/niche.h NICHE_GRACE_MS)
-STDIN_WINDOW = 4  # pieces of STDIN_CHUNK in flight per stdin() call
+STDIN_WINDOW = 2  # pieces of STDIN_CHUNK in flight per stdin() call (4 was slower on one core)
 PIPE_SIZE = 1 << 20  # the port's stdin/stdout pipes
 READ_SMALL, READ_BULK = 1 << 16, 1 << 18  # bytes per read of the port's output (_read_some)
 
