@@ -46,22 +46,19 @@ void up_flush(struct niche_state *s)
     s->upq.len = 0;
 }
 
-static void up_writev(struct niche_state *s, struct iovec *iov, int n)
+/* One frame up: its head and its body. */
+static void up_writev(struct niche_state *s, const struct iovec frame[2])
 {
     if (s->uplink_dead)
         return;
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
+    size_t total = frame[0].iov_len + frame[1].iov_len;
     if (total <= NICHE_UPQ_FRAME && s->upq.len + total <= NICHE_UPQ_MAX) {
-        for (int i = 0; i < n; i++)
-            nbuf_put(&s->upq, iov[i].iov_base, iov[i].iov_len);
+        nbuf_put(&s->upq, frame[0].iov_base, frame[0].iov_len);
+        nbuf_put(&s->upq, frame[1].iov_base, frame[1].iov_len);
         return;
     }
-    struct iovec all[3] = {{s->upq.p, s->upq.len}};
-    for (int i = 0; i < n && i < 2; i++)
-        all[i + 1] = iov[i];
-    up_write_all(s, all, n + 1);
+    struct iovec all[3] = {{s->upq.p, s->upq.len}, frame[0], frame[1]};
+    up_write_all(s, all, 3);
     s->upq.len = 0;
 }
 
@@ -82,7 +79,7 @@ void up_frame(struct niche_state *s, int type, const int32_t *chain, int depth,
     for (int i = 0; i < depth; i++)
         put_u32(h + NICHE_HDR + 4 * i, chain[i]);
     struct iovec iov[2] = {{h, NICHE_HDR + 4 * depth}, {(void *)body, len}};
-    up_writev(s, iov, 2);
+    up_writev(s, iov);
 }
 
 void up_reply(struct niche_state *s, uint32_t id, int status, const struct nbuf *term)
@@ -92,7 +89,7 @@ void up_reply(struct niche_state *s, uint32_t id, int status, const struct nbuf 
     put_u32(h + NICHE_HDR, id);
     h[NICHE_HDR + 4] = status;
     struct iovec iov[2] = {{h, sizeof(h)}, {term->p, term->len}};
-    up_writev(s, iov, 2);
+    up_writev(s, iov);
 }
 
 void up_reply_msg(struct niche_state *s, uint32_t id, int status, const char *msg)
@@ -126,7 +123,7 @@ void up_forward(struct niche_state *s, pid_t pid, const unsigned char *f, size_t
     mkhdr(h, f[2], f[3] + 1, len - NICHE_HDR + 4);
     put_u32(h + NICHE_HDR, pid);
     struct iovec iov[2] = {{h, sizeof(h)}, {(void *)(f + NICHE_HDR), len - NICHE_HDR}};
-    up_writev(s, iov, 2);
+    up_writev(s, iov);
 }
 
 /* 1: a whole valid frame of *len bytes; 0: need more; -1: not a header. */
