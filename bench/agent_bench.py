@@ -96,17 +96,18 @@ def proc_kb(pid: int, field: str, fname: str = "status") -> int:
     raise KeyError(field)
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; None when gone."""
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return st[st.rindex(")") + 2 :].split()
+
+
 def children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                st = Path(f"/proc/{d}/stat").read_text()
-            except OSError:
-                continue
-            if int(st[st.rindex(")") + 2 :].split()[1]) == pid:
-                out.append(int(d))
-    return out
+    return [int(d) for d in os.listdir("/proc")
+            if d.isdigit() and (f := stat_fields(int(d))) is not None and int(f[1]) == pid]
 
 
 def descendants(pid: int) -> list[int]:
@@ -120,15 +121,8 @@ def descendants(pid: int) -> list[int]:
 
 def cpu_s(pids: list[int]) -> float:
     """CPU seconds (user + system) the processes have used so far."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for pid in pids:
-        try:
-            st = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        f = st[st.rindex(")") + 2 :].split()
-        total += int(f[11]) + int(f[12])
-    return total / tick
+    fields = [f for f in map(stat_fields, pids) if f is not None]
+    return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
 
 
 def comm(pid: int) -> str:
