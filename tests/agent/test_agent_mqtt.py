@@ -678,6 +678,30 @@ def test_line_holder_killed(broker, sim, agent, client, name: str) -> None:
     assert agent.running()
 
 
+def test_holder_killed_under_commands_is_recovered_once(broker, sim, agent, client) -> None:
+    """The worker (a write fails) and the input thread (the exit event) both see
+    a holder die: one of them recovers the line, once. The other must not
+    recover the new, healthy holder again (a second report, a glitch)."""
+    kills = 4
+    m = client.mark()
+    for k in range(kills):
+        holder = agent.holder_pid(PINS["led"])
+        os.kill(holder, signal.SIGKILL)
+        for i in range(30):  # writes to the dead holder, as the exit event comes in
+            client.c.publish(agent.topic("gpio", "led", "set"), "ON" if (k + i) % 2 else "OFF", qos=1)
+        assert wait_until(lambda h=holder: agent.holder_pid(PINS["led"], timeout=20) != h, 20)
+    last = "ON" if (kills - 1 + 29) % 2 else "OFF"
+    mk = client.mark()
+    client.publish(agent.topic("gpio", "lamp", "set"), "OFF")  # after everything above
+    state(client, agent, "lamp", "OFF", mk)
+    time.sleep(1)  # a second recovery would come from a queued call: give it time
+    reports = [e for e in errors(client, agent, m) if e["topic"] == agent.topic("gpio", "led")]
+    assert len(reports) == kills, [e["error"] for e in reports]
+    assert client.since(m, agent.topic("gpio", "led"))[-1].payload == last.encode()
+    assert sim.level(3) == (last == "ON")
+    assert agent.running()
+
+
 def test_every_holder_killed_at_once(broker, sim, agent, client) -> None:
     holders = [agent.holder_pid(PINS[n]) for n in ALL_LINES]
     m = client.mark()

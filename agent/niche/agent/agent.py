@@ -370,7 +370,7 @@ class Agent:
         while not self.stop.is_set():
             with self.lock:
                 port = self.port
-                holders = {ln.process.chain: n for n, ln in self.lines.items() if ln is not None}
+                holders = {ln.process.chain: (n, ln) for n, ln in self.lines.items() if ln is not None}
             if port is None:
                 time.sleep(0.1)
                 continue
@@ -387,17 +387,17 @@ class Agent:
             if got is None:
                 continue
             chain, ev = got
-            name = holders.get(tuple(chain))
-            if name is None:
+            held = holders.get(tuple(chain))
+            if held is None:
                 continue
+            name, line = held  # the line whose process this is (the snapshot's, not today's)
             if ev[0] in ("exit_status", "termsig"):
                 if not self.stop.is_set():
-                    old = self.lines.get(name)  # unless already re-acquired by the worker
-                    self.q.put(("call", lambda n=name, ev=ev, old=old: self.lines.get(n) is old
+                    # unless the worker already re-acquired it (its holder is another process)
+                    self.q.put(("call", lambda n=name, ev=ev, old=line: self.lines.get(n) is old
                                 and self.recover_line(n, f"the process holding {n} exited {ev}")))
                 continue
-            line = self.lines.get(name)
-            if ev[0] == "fd" and line is not None and ev[1] == line.fd:
+            if ev[0] == "fd" and ev[1] == line.fd and self.lines.get(name) is line:
                 for edge in line._parse_edges(ev[2]):  # the worker owns state and timers
                     self.q.put(("call", lambda n=name, e=edge: self._edge(n, e)))
 
