@@ -320,11 +320,14 @@ class Port(PortCalls, HighLevel):
                 self._cv.notify_all()
         got = None if self._decoder._buf else _p.reply_int(data)
         if got is not None:  # one reply with an int: no Decoder, no Reply
-            with self._cv:
-                w = self._pending.pop(got[0], None)
-                if w is not None:
-                    w.status, w.value, w.done = got[1], got[2], True
-                if self._sleepers:
+            # Without _cv: the pop is atomic (see _set_closed) and done is
+            # stored before _sleepers is read, the reverse of a follower's
+            # order in _wait_for, so a follower either sees done or is notified.
+            w = self._pending.pop(got[0], None)
+            if w is not None:
+                w.status, w.value, w.done = got[1], got[2], True
+            if self._sleepers:
+                with self._cv:
                     self._cv.notify_all()
             return
         try:
@@ -444,7 +447,7 @@ class Port(PortCalls, HighLevel):
     def _call(self, chain: Chain, call: int, args: Sequence[bytes],
               decode: Callable[[Any], Any], timeout: float | None) -> Any:
         deadline = None if timeout is None else _deadline(timeout)
-        rid, w = self._start(() if chain == [] else _p.check_chain(chain), call, args)
+        rid, w = self._start(_p.check_chain(chain), call, args)
         return self._finish(rid, w, call, decode, deadline)
 
     @staticmethod

@@ -226,6 +226,19 @@ def arg_cstruct(v: Any, name: str) -> bytes:
 
 
 def check_chain(chain: Any) -> tuple[int, ...]:
+    # the common case first, cheaply (every call checks its chain); anything
+    # else goes through the checks that say what is wrong
+    t = chain if type(chain) is tuple else tuple(chain) if type(chain) is list else None
+    if t is not None and len(t) <= 255:
+        for p in t:
+            if type(p) is not int or not 0 < p < 0x80000000:
+                break
+        else:
+            return t
+    return _check_chain_slow(chain)
+
+
+def _check_chain_slow(chain: Any) -> tuple[int, ...]:
     if isinstance(chain, (str, bytes)) or not isinstance(chain, Sequence):
         raise TypeError(f"the fork chain must be a list of PIDs, not {_name(chain)}")
     t = tuple(chain)
@@ -256,12 +269,15 @@ def _call_head(n: int) -> struct.Struct:
 
 
 def encode_call(req_id: int, chain: tuple[int, ...], call: int, args: Sequence[bytes]) -> bytes:
-    body = b"".join(args)
     n = len(chain)
-    f = _call_head(n).pack(MAGIC, CALL, n, 4 * n + 6 + len(body), *chain, req_id, call) + body
-    if len(f) > MAX_FRAME:
-        raise ValueError(f"call of {len(f)} bytes is over the frame limit of {MAX_FRAME}")
-    return f
+    s = _CALL_HEADS.get(n) or _call_head(n)
+    if not args:  # getpid and the like: one pack
+        return s.pack(MAGIC, CALL, n, 4 * n + 6, *chain, req_id, call)
+    body = b"".join(args)
+    length = 4 * n + 6 + len(body)
+    if HDR + length > MAX_FRAME:
+        raise ValueError(f"call of {HDR + length} bytes is over the frame limit of {MAX_FRAME}")
+    return s.pack(MAGIC, CALL, n, length, *chain, req_id, call) + body
 
 
 def encode_call_blob(req_id: int, chain: tuple[int, ...], call: int, blob_len: int) -> bytes:
@@ -337,15 +353,25 @@ def event_tuple(v: Any) -> tuple[Any, ...]:
 
 
 _REPLY_INT = struct.Struct(">IBcq")  # a REPLY's body when its value is an int
+# a whole depth-0 REPLY frame with an int (the port's own answers): its
+# header as 8 bytes to compare, then the body, in one unpack
+_REPLY_INT0 = struct.Struct(">8sIBcq")
+_REPLY_INT0_HEAD = HEADER.pack(MAGIC, REPLY, 0, 14)
 
 
 def reply_int(data: bytes) -> tuple[int, int, int] | None:
     """(id, status, value) when data is exactly one REPLY frame whose value
     is an int, else None: the common answer, decoded without a Decoder."""
-    if len(data) < HDR + 14:
+    n = len(data)
+    if n == _REPLY_INT0.size:
+        head, rid, status, tag, value = _REPLY_INT0.unpack(data)
+        if head == _REPLY_INT0_HEAD and tag == b"i":
+            return (rid, status, value)
+        return None
+    if n < HDR + 14:
         return None
     magic, ftype, depth, length = HEADER.unpack_from(data)
-    if magic != MAGIC or ftype != REPLY or length != 4 * depth + 14 or len(data) != HDR + length:
+    if magic != MAGIC or ftype != REPLY or length != 4 * depth + 14 or n != HDR + length:
         return None
     rid, status, tag, value = _REPLY_INT.unpack_from(data, HDR + 4 * depth)
     return (rid, status, value) if tag == b"i" else None
